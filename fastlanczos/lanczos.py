@@ -1,0 +1,174 @@
+"""The batched Lanczos recurrence: k independent Krylov spaces built in lockstep.
+
+One operator product per step on the whole (k, n) block. Per-column bookkeeping (how many
+steps each column has taken, whether it broke down or converged) lives in small device
+tensors and is applied with masks, so a fixed-m run never reads anything back to the host.
+
+A column is *done* when it reaches an invariant subspace (beta small relative to ||A v_j||,
+never an absolute threshold) or, in tolerance mode, when its error estimate
+drops below tol. A done column stops growing its tridiagonal; its later basis vectors are
+zeroed so the operator only ever sees finite input.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+from . import ops
+from .backend import use_extension
+from .reorth import cgs2_step_torch, three_term_step_torch
+
+
+def breakdown_factor(n: int, eps: float) -> float:
+    """beta_j <= factor * ||A v_j|| ends a column: the new direction is then cancellation noise
+    at the level of the product's own rounding error (which grows like sqrt(n)), and
+    normalizing it would feed the recurrence a random direction. Measuring against ||A v_j||
+    rather than ||T|| keeps legitimately small betas of a wide spectrum's tail alive."""
+    return min(max(64.0 * n**0.5, 64.0), 2048.0) * eps
+
+
+class LanczosResult(NamedTuple):
+    """basis (k, m, n) orthonormal rows; alpha (k, m) and beta (k, m-1) of T (float64);
+    residual (k, n) with A V^T = V^T T + residual e_m^T; steps (k,) size of each column's T
+    (entries of alpha/beta past a column's steps are meaningless)."""
+
+    basis: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    residual: torch.Tensor
+    steps: torch.Tensor
+
+
+class _Tracker:
+    """Per-column state shared by both recurrences (all device tensors, no host reads)."""
+
+    def __init__(self, z: torch.Tensor, m: int):
+        k, dev = z.shape[0], z.device
+        self.eps = torch.finfo(z.dtype).eps
+        self.tiny = breakdown_factor(z.shape[1], self.eps)
+        self.alpha = torch.zeros(k, m, dtype=torch.float64, device=dev)
+        self.beta = torch.zeros(k, m, dtype=torch.float64, device=dev)
+        self.znorm = torch.linalg.vector_norm(z, dim=1)
+        self.done = self.znorm == 0  # a zero column has nothing to build
+        self.broken = self.done.clone()
+        self.steps = torch.zeros(k, dtype=torch.int64, device=dev)
+        self.scale = torch.zeros(k, dtype=torch.float64, device=dev)
+        self.first_nonfinite = torch.full((k,), -1, dtype=torch.int64, device=dev)
+
+    def start_vector(self, z: torch.Tensor) -> torch.Tensor:
+        inv = torch.where(self.done, torch.zeros_like(self.znorm), 1.0 / self.znorm)
+        return z * inv.unsqueeze(1)
+
+    def saw_output(self, w: torch.Tensor, j: int):
+        """Note ||A v_j|| (float64 accumulation: no overflow) and whether it is finite."""
+        self.wnorm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+        bad = ~torch.isfinite(self.wnorm) & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(bad, j, self.first_nonfinite)
+
+    def record(self, j: int, a: torch.Tensor, b: torch.Tensor):
+        """Store step j's coefficients; returns the mask of columns that are now done."""
+        live = ~self.done
+        self.alpha[:, j] = a
+        self.beta[:, j] = b
+        self.steps += live
+        size = torch.fmax(a.abs(), b)  # fmax: a NaN here is reported later, not spread
+        self.scale = torch.where(live, torch.fmax(self.scale, size), self.scale)
+        breaks = live & (b <= self.tiny * self.wnorm)
+        self.broken |= breaks
+        self.done |= breaks
+        return self.done
+
+
+def run_lanczos(matvec, z: torch.Tensor, m: int, reorth: str = "full", on_check=None,
+                check_at=None):
+    """Run up to m steps from the rows of z (k, n). matvec maps (k, n) -> (k, n).
+
+    on_check(tracker, j) is called after the steps listed by check_at(j) -> bool; it may mark
+    columns done (tolerance mode) and returns True to stop early. Returns (LanczosResult,
+    tracker); with reorth="none" the basis is not stored (result.basis is None).
+    """
+    if reorth == "full":
+        return lanczos_full(matvec, z, m, on_check, check_at)
+    return lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis=False)
+
+
+def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
+    k, n = z.shape
+    t = _Tracker(z, m)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
+    basis[:, 0] = t.start_vector(z)
+    step = ops.reorth_step if use_extension(z.device) else cgs2_step_torch
+    w = None
+    for j in range(m):
+        w = _fresh(matvec(basis[:, j]), basis)
+        t.saw_output(w, j)
+        a, b = step(basis, w, j)  # w becomes the residual; basis[:, j+1] = w / b
+        done = t.record(j, a, b)
+        if j + 1 < m:
+            basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
+        if on_check is not None and check_at(j) and on_check(t, j):
+            m = j + 1
+            break
+    return _result(t, basis[:, :m], w, m), t
+
+
+def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis):
+    """Plain recurrence; keeps three vectors unless keep_basis (then it also stores V)."""
+    k, n = z.shape
+    t = _Tracker(z, m)
+    v_prev = torch.zeros_like(z)
+    v = t.start_vector(z)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device) if keep_basis else None
+    b = torch.zeros(k, dtype=torch.float64, device=z.device)
+    w = None
+    for j in range(m):
+        if keep_basis:
+            basis[:, j] = v
+        w = _fresh(matvec(v), v)
+        t.saw_output(w, j)
+        a, b = three_term_step_torch(v, v_prev, b, w)
+        done = t.record(j, a, b)
+        v_prev, v = v, _next_vector(w, b, done)
+        if on_check is not None and check_at(j) and on_check(t, j):
+            m = j + 1
+            break
+    return _result(t, basis[:, :m] if keep_basis else None, w, m), t
+
+
+def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs):
+    """Second pass of the O(n)-memory mode: rebuild v_j with the stored alpha/beta (same ops,
+    same rounding as the first pass) and return sum_j coeffs[:, j] v_j."""
+    k, m = coeffs.shape
+    t = _Tracker(z, 1)
+    v_prev = torch.zeros_like(z)
+    v = t.start_vector(z)
+    x = torch.zeros_like(z)
+    b = torch.zeros(k, dtype=torch.float64, device=z.device)
+    for j in range(m):
+        x.add_(coeffs[:, j].to(z.dtype).unsqueeze(1) * v)
+        if j + 1 == m:
+            break
+        w = _fresh(matvec(v), v)
+        w.sub_(b.to(z.dtype).unsqueeze(1) * v_prev)
+        w.sub_(alpha[:, j].to(z.dtype).unsqueeze(1) * v)
+        b = beta[:, j]
+        v_prev, v = v, _next_vector(w, b, steps <= j + 1)
+    return x
+
+
+def _next_vector(w, b, done):
+    inv = torch.where(done | (b == 0), torch.zeros_like(b), 1.0 / b)
+    return w * inv.to(w.dtype).unsqueeze(1)
+
+
+def _fresh(w: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """The recurrence updates w in place: never let that write through into the user's
+    tensors or our basis (an identity hvp returns its input)."""
+    shared = w.untyped_storage().data_ptr() == owner.untyped_storage().data_ptr()
+    if shared or not w.is_contiguous():
+        return w.contiguous().clone()
+    return w
+
+
+def _result(t: _Tracker, basis, w, m) -> LanczosResult:
+    return LanczosResult(basis, t.alpha[:, :m], t.beta[:, : m - 1], w, t.steps)

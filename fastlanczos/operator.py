@@ -1,0 +1,67 @@
+"""Turn the user's `hvp` (a callable or a dense matrix) into a checked block product.
+
+Inside the library every block is (k, n). The user's callable sees the layout of their z:
+(n,) for a single vector, (k, n) for a block. Every output is checked for shape, dtype and
+device, because a wrong one would otherwise broadcast silently into a wrong answer.
+"""
+
+import torch
+
+from .errors import LanczosInputError
+
+
+def as_block_matvec(hvp, z: torch.Tensor, shift: float):
+    """Return matvec(V: (k, n)) -> (A + shift I) V, for z of shape (n,) or (k, n)."""
+    if isinstance(hvp, torch.Tensor):
+        _check_dense(hvp, z)
+        dense = hvp
+
+        def product(V):
+            return V @ dense.mT  # rows of V times A^T = (A V^T)^T
+
+    elif callable(hvp):
+        single = z.dim() == 1
+
+        def product(V):
+            out = hvp(V[0] if single else V)
+            _check_output(out, V.shape[1:] if single else V.shape, z)
+            return out.unsqueeze(0) if single else out
+
+    else:
+        raise LanczosInputError(
+            f"hvp must be a callable or a dense square torch.Tensor, got {type(hvp).__name__}"
+        )
+
+    if shift == 0.0:
+        return product
+
+    def shifted(V):
+        return torch.add(product(V), V, alpha=shift)
+
+    return shifted
+
+
+def _check_dense(A: torch.Tensor, z: torch.Tensor):
+    if A.dim() != 2 or A.shape[0] != A.shape[1]:
+        raise LanczosInputError(f"a dense operator must be a square matrix, got shape "
+                                f"{tuple(A.shape)}")
+    if A.shape[0] != z.shape[-1]:
+        raise LanczosInputError(f"z has size {z.shape[-1]} in its last dimension but the dense "
+                                f"operator is {A.shape[0]} x {A.shape[1]}")
+    if A.dtype != z.dtype:
+        raise LanczosInputError(f"dtype mismatch: operator is {A.dtype}, z is {z.dtype}")
+    if A.device != z.device:
+        raise LanczosInputError(f"device mismatch: operator is on {A.device}, z on {z.device}")
+
+
+def _check_output(out, shape, z: torch.Tensor):
+    if not isinstance(out, torch.Tensor):
+        raise LanczosInputError(f"hvp must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != shape:
+        raise LanczosInputError(f"hvp returned shape {tuple(out.shape)}, expected {tuple(shape)} "
+                                "(the shape of its input)")
+    if out.dtype != z.dtype:
+        raise LanczosInputError(f"hvp returned dtype {out.dtype}, expected {z.dtype} (z's dtype)")
+    if out.device != z.device:
+        raise LanczosInputError(f"hvp returned a tensor on {out.device}, expected {z.device} "
+                                "(z's device)")

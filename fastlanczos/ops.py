@@ -1,0 +1,94 @@
+"""Typed wrappers over the compiled kernels in ``fastlanczos._C`` (``torch.ops.fastlanczos``).
+
+Importing this module never fails: without the extension, ``available()`` is False and the
+callers fall back to the plain-torch implementations (``reorth.py``, ``torch.linalg.eigh``).
+"""
+
+import warnings
+
+import torch
+
+_C = None
+_load_error = None
+try:
+    from . import _C  # noqa: F811  (registers the ops with the dispatcher)
+except ImportError as err:  # not built: pure-Python install
+    _load_error = err
+
+
+def _cuda_mismatch():
+    """A message if the extension's CUDA differs from torch's, else None."""
+    built = torch.ops.fastlanczos.cuda_version()
+    if built < 0 or torch.version.cuda is None:
+        return None
+    major, minor = built // 1000, (built % 1000) // 10
+    t_major, t_minor = (int(x) for x in torch.version.cuda.split(".")[:2])
+    if major != t_major:
+        return (
+            f"fastlanczos._C was compiled with CUDA {major}.{minor} but torch uses CUDA "
+            f"{torch.version.cuda}; rebuild fastlanczos against this torch "
+            "(pip install --no-build-isolation .). Falling back to plain torch."
+        )
+    return None
+
+
+if _C is not None:
+    _msg = _cuda_mismatch()
+    if _msg is not None:
+        warnings.warn(_msg, RuntimeWarning, stacklevel=2)
+        _C, _load_error = None, ImportError(_msg)
+
+
+def available() -> bool:
+    """True when the compiled extension is loaded."""
+    return _C is not None
+
+
+def load_error():
+    """Why the extension is unavailable (an exception), or None."""
+    return _load_error
+
+
+def built_with_cuda() -> bool:
+    return available() and torch.ops.fastlanczos.cuda_version() > 0
+
+
+def supports(device) -> bool:
+    """True when every compiled op has a kernel for this device type."""
+    if not available():
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
+    if key is None:
+        return False
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return all(has(f"fastlanczos::{op}", key) for op in ("tridiag_eigh", "reorth_step"))
+
+
+def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigen-decomposition of k symmetric tridiagonals (float64 alpha (k, m), beta (k, m-1)).
+
+    Returns ascending eigenvalues (k, m) and eigenvectors (k, m, m), column i for eigenvalue i
+    (torch.linalg.eigh's convention). A matrix that is non-finite or does not converge gets NaN
+    eigenvalues and eigenvectors; nothing is raised on the device, so the caller checks.
+    """
+    return torch.ops.fastlanczos.tridiag_eigh(alpha, beta)
+
+
+def reorth_step(basis: torch.Tensor, w: torch.Tensor, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused CGS2 step, same contract as ``reorth.cgs2_step_torch``: updates w and basis[:, j+1]
+    in place and returns float64 (alpha, beta) of shape (k,)."""
+    return torch.ops.fastlanczos.reorth_step(basis, w, j)
+
+
+if _C is not None:
+
+    @torch.library.register_fake("fastlanczos::tridiag_eigh")
+    def _tridiag_eigh_fake(alpha, beta):
+        k, m = alpha.shape
+        return alpha.new_empty((k, m)), alpha.new_empty((k, m, m))
+
+    @torch.library.register_fake("fastlanczos::reorth_step")
+    def _reorth_step_fake(basis, w, j):
+        k = basis.shape[0]
+        return (basis.new_empty((k,), dtype=torch.float64),
+                basis.new_empty((k,), dtype=torch.float64))

@@ -1,0 +1,39 @@
+"""One Lanczos step's orthogonalization, written in plain torch ops.
+
+This is the reference every compiled kernel is tested against, and the CPU/GPU fallback.
+
+Semantics (shared with ``torch.ops.fastlanczos.reorth_step``):
+  basis (k, m, n): rows 0..j hold the orthonormal Lanczos vectors v_0..v_j of each column.
+  w     (k, n):    A v_j on entry.
+  Classical Gram-Schmidt applied twice (CGS2, "twice is enough"):
+      h1 = V w; w -= V^T h1; h2 = V w; w -= V^T h2
+  alpha = h1[j] + h2[j] (the diagonal of T), beta = ||w|| after both passes.
+  On return w holds the orthogonalized residual and, when j + 1 < m, basis[:, j + 1] holds
+  w / beta (zero where beta == 0). alpha and beta are float64 tensors of shape (k,).
+"""
+
+import torch
+
+
+def cgs2_step_torch(basis: torch.Tensor, w: torch.Tensor, j: int):
+    V = basis[:, : j + 1]  # (k, j+1, n): a view, no copy
+    h1 = torch.bmm(V, w.unsqueeze(-1))  # (k, j+1, 1)
+    w.sub_(torch.bmm(V.transpose(1, 2), h1).squeeze(-1))
+    h2 = torch.bmm(V, w.unsqueeze(-1))
+    w.sub_(torch.bmm(V.transpose(1, 2), h2).squeeze(-1))
+    alpha = (h1[:, j, 0] + h2[:, j, 0]).double()
+    beta = torch.linalg.vector_norm(w, dim=1)
+    if j + 1 < basis.shape[1]:
+        inv = torch.where(beta > 0, 1.0 / beta, torch.zeros_like(beta))
+        basis[:, j + 1] = w * inv.unsqueeze(1)
+    return alpha, beta.double()
+
+
+def three_term_step_torch(v: torch.Tensor, v_prev: torch.Tensor, beta_prev: torch.Tensor,
+                          w: torch.Tensor):
+    """Plain Lanczos (no reorthogonalization), Paige's ordering. Overwrites w with the residual."""
+    w.sub_(beta_prev.to(w.dtype).unsqueeze(1) * v_prev)
+    alpha = (v * w).sum(1)
+    w.sub_(alpha.unsqueeze(1) * v)
+    beta = torch.linalg.vector_norm(w, dim=1)
+    return alpha.double(), beta.double()

@@ -1,0 +1,76 @@
+"""Argument checks up front, and the result checks that need one read from the device.
+
+Failures found on the device (non-finite operator output, non-positive Ritz values, a failed
+eigen-solve) are gathered into one small tensor and read back once, so checking costs one
+host synchronization per tolerance check or per call, never one per step.
+"""
+
+import math
+
+import torch
+
+from .errors import LanczosInputError, NonFiniteError, NotPositiveDefiniteError
+
+_ADVICE = ("Add damping / prior precision (the shift= argument adds shift*I), or use a "
+           "positive semi-definite curvature such as the Gauss-Newton instead of the Hessian.")
+
+
+def check_arguments(z, m, tol, shift, reorth, check_every):
+    """Validate the scalar arguments and return z as a (k, n) block."""
+    if not isinstance(z, torch.Tensor):
+        raise LanczosInputError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    if z.dim() not in (1, 2):
+        raise LanczosInputError(f"z must have shape (n,) or (k, n), got {tuple(z.shape)}")
+    if z.dtype not in (torch.float32, torch.float64):
+        raise LanczosInputError(f"z must be float32 or float64, got {z.dtype}")
+    n = z.shape[-1]
+    if n < 1:
+        raise LanczosInputError("z must have at least one entry per column (n >= 1)")
+    if isinstance(m, bool) or not isinstance(m, int):
+        raise LanczosInputError(f"m must be an int, got {type(m).__name__}")
+    if m < 1:
+        raise LanczosInputError(f"m (the number of Lanczos steps) must be >= 1, got {m}")
+    if m > n:
+        raise LanczosInputError(f"m = {m} exceeds n = {n}: a Krylov space of this operator has "
+                                f"at most n dimensions; use m <= {n}")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+        raise LanczosInputError(f"tol must be a positive finite number or None, got {tol!r}")
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
+        raise LanczosInputError(f"shift must be a finite number, got {shift!r}")
+    if reorth not in ("full", "none"):
+        raise LanczosInputError(f"reorth must be 'full' or 'none', got {reorth!r}")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise LanczosInputError(f"check_every must be a positive int, got {check_every!r}")
+    return z.unsqueeze(0) if z.dim() == 1 else z
+
+
+def check_finite_input(z2):
+    if not bool(torch.isfinite(z2).all()):
+        raise NonFiniteError("z contains NaN or inf")
+
+
+def raise_if_invalid(tracker, state, name, need):
+    """Read the device-side failure records once and raise the first problem found."""
+    record = torch.stack([tracker.first_nonfinite.double(), state.min_ritz, tracker.scale,
+                          tracker.steps.double()]).cpu()
+    first_bad, ritz, scale, steps = record
+    bad = (first_bad >= 0).nonzero()
+    if len(bad):
+        c = int(bad[0])
+        raise NonFiniteError(f"the operator (hvp) returned NaN or inf at Lanczos step "
+                             f"{int(first_bad[c])} for column {c}")
+    if torch.isnan(ritz).any():
+        raise ArithmeticError("the tridiagonal eigen-solver did not converge")
+    if need is None:
+        return
+    # 'nonnegative' (sqrt) tolerates rounding-level negatives; 'positive' tolerates nothing.
+    floor = -100 * tracker.eps * scale if need == "nonnegative" else torch.zeros_like(scale)
+    wrong = (ritz <= floor) if need == "positive" else (ritz < floor)
+    if wrong.any():
+        c = int(wrong.nonzero()[0])
+        what = "positive definite" if need == "positive" else "positive semi-definite"
+        raise NotPositiveDefiniteError(
+            f"the operator is not {what}: smallest Ritz value {float(ritz[c]):.3e} "
+            f"(column {c}, after {int(steps[c])} Lanczos steps), but f={name!r} needs a {what} "
+            f"operator. {_ADVICE} The true smallest eigenvalue is at most the smallest Ritz "
+            f"value, so the shift must exceed {abs(float(ritz[c])):.3e}.")

@@ -1,0 +1,63 @@
+"""Shared fixtures: devices (CUDA cases skipped visibly without a GPU) and SPD matrices with
+prescribed spectra, the float64 references everything is tested against."""
+
+import pytest
+import torch
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="no CUDA device")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+def spd_from_spectrum(evals, seed=0):
+    """A = Q diag(evals) Q^T (float64) with a random orthogonal Q, and Q."""
+    evals = torch.as_tensor(evals, dtype=torch.float64)
+    n = evals.numel()
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (Q * evals) @ Q.T, Q
+
+
+def dense_funm(A, z, fn):
+    """f(A) z in float64 by eigh of A (z of shape (n,) or (k, n))."""
+    evals, Q = torch.linalg.eigh(A.double())
+    z2 = z.double().reshape(-1, z.shape[-1])
+    return (Q @ (fn(evals).unsqueeze(1) * (Q.T @ z2.T))).T.reshape(z.shape)
+
+
+def rel_err(x, ref):
+    x, ref = x.double().reshape(-1, ref.shape[-1]), ref.double().reshape(-1, ref.shape[-1])
+    return (torch.linalg.vector_norm(x - ref, dim=1) / torch.linalg.vector_norm(ref, dim=1)).max()
+
+
+def textbook_lanczos_fa(A, z, m, fn):
+    """Textbook Lanczos-FA in float64 numpy-style loops, full reorthogonalization (two
+    Gram-Schmidt passes, one vector at a time), f(T) by dense eigh: the accuracy yardstick."""
+    A, z = A.double(), z.double()
+    n = z.numel()
+    V = torch.zeros(m, n, dtype=torch.float64)
+    a = torch.zeros(m, dtype=torch.float64)
+    b = torch.zeros(m, dtype=torch.float64)
+    V[0] = z / z.norm()
+    size = m
+    for j in range(m):
+        w = A @ V[j]
+        for _ in range(2):
+            w = w - V[: j + 1].T @ (V[: j + 1] @ w)
+        a[j] = V[j] @ (A @ V[j])
+        b[j] = w.norm()
+        if j + 1 < m:
+            if b[j] < 1e-14 * a[: j + 1].abs().max():
+                size = j + 1
+                break
+            V[j + 1] = w / b[j]
+    T = torch.diag(a[:size]) + torch.diag(b[: size - 1], 1) + torch.diag(b[: size - 1], -1)
+    th, S = torch.linalg.eigh(T)
+    return z.norm() * V[:size].T @ (S @ (fn(th) * S[0]))
