@@ -121,9 +121,9 @@ class _Stopping:
         if self.tol is None:
             return False  # fixed m: no decisions, so no host synchronization
         t.done |= self.err <= self.tol
-        if self.check:
-            raise_if_invalid(t, self, self.name, self.need)
-        return bool(t.done.all())  # the one host sync per check
+        if self.check:  # the one host sync per check, validation included
+            return bool(raise_if_invalid(t, self, self.name, self.need, also=t.done).all())
+        return bool(t.done.all())
 
 
 def solve_projected(fn, alpha, beta, steps, scale):

@@ -49,11 +49,15 @@ def check_finite_input(z2):
         raise NonFiniteError("z contains NaN or inf")
 
 
-def raise_if_invalid(tracker, state, name, need):
-    """Read the device-side failure records once and raise the first problem found."""
-    record = torch.stack([tracker.first_nonfinite.double(), state.min_ritz, tracker.scale,
-                          tracker.steps.double()]).cpu()
-    first_bad, ritz, scale, steps = record
+def raise_if_invalid(tracker, state, name, need, also=None):
+    """Read the device-side failure records once and raise the first problem found.
+
+    `also` (a (k,) tensor) travels in the same device-to-host copy and is returned, so a
+    tolerance check costs one synchronization in all."""
+    rows = [tracker.first_nonfinite.double(), state.min_ritz, tracker.scale,
+            tracker.steps.double()]
+    record = torch.stack(rows + ([also.double()] if also is not None else [])).cpu()
+    first_bad, ritz, scale, steps = record[:4]
     bad = (first_bad >= 0).nonzero()
     if len(bad):
         c = int(bad[0])
@@ -61,10 +65,14 @@ def raise_if_invalid(tracker, state, name, need):
                              f"{int(first_bad[c])} for column {c}")
     if torch.isnan(ritz).any():
         raise ArithmeticError("the tridiagonal eigen-solver did not converge")
-    if need is None:
-        return
+    if need is not None:
+        _check_spectrum(ritz, scale, steps, tracker.eps, name, need)
+    return record[4] if also is not None else None
+
+
+def _check_spectrum(ritz, scale, steps, eps, name, need):
     # 'nonnegative' (sqrt) tolerates rounding-level negatives; 'positive' tolerates nothing.
-    floor = -100 * tracker.eps * scale if need == "nonnegative" else torch.zeros_like(scale)
+    floor = -100 * eps * scale if need == "nonnegative" else torch.zeros_like(scale)
     wrong = (ritz <= floor) if need == "positive" else (ritz < floor)
     if wrong.any():
         c = int(wrong.nonzero()[0])
