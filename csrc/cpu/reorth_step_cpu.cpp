@@ -1,0 +1,160 @@
+// One CGS2 reorthogonalization step on the CPU, fused so the basis is streamed from memory
+// three times instead of four (see reorth.py for the semantics, DESIGN.md for why it matters):
+//   pass 1: h1 = V w
+//   pass 2: per cache-sized chunk of n, w -= V^T h1, then h2 += V_chunk w_chunk while the
+//           chunk of V is still in L2
+//   pass 3: w -= V^T h2 and ||w||^2
+// then basis[j + 1] = w / beta (one vector). Dot products accumulate in float64 even for
+// float32 vectors: alpha and beta feed the float64 tridiagonal problem, and the Ritz values
+// are only as good as them.
+// Determinism: chunk and task boundaries depend on (n, j, dtype) only, never on the thread
+// count, and the per-task partial sums are added in task order.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../checks.h"
+#include "../params.h"
+
+namespace fastlanczos {
+namespace {
+
+constexpr int64_t kChunkBytes = 256 * 1024;  // rows 0..j of one chunk of V: a quarter of L2
+constexpr int64_t kTaskElems = 65536;        // per-task partials stay small next to V
+constexpr int kLanes = 8;                    // independent accumulators: lets -O3 vectorize
+
+// sum_t x[t] * y[t] in float64 with kLanes interleaved partial sums (fixed order).
+template <typename T, typename U>
+double dot(const T* x, const U* y, int64_t len) {
+  double acc[kLanes] = {};
+  int64_t t = 0;
+  for (; t + kLanes <= len; t += kLanes)
+    for (int u = 0; u < kLanes; ++u)
+      acc[u] += static_cast<double>(x[t + u]) * static_cast<double>(y[t + u]);
+  for (; t < len; ++t) acc[0] += static_cast<double>(x[t]) * static_cast<double>(y[t]);
+  double s = 0.0;
+  for (int u = 0; u < kLanes; ++u) s += acc[u];
+  return s;
+}
+
+// acc[t] -= sum_i h[i] * V[i][t] over rows 0..rows-1 of a chunk (row stride n).
+template <typename T>
+void subtract_rows(double* acc, const T* v, int64_t n, const double* h, int64_t rows,
+                   int64_t len) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* vi = v + i * n;
+    const double hi = h[i];
+    for (int64_t t = 0; t < len; ++t) acc[t] -= hi * static_cast<double>(vi[t]);
+  }
+}
+
+template <typename T>
+struct Layout {
+  int64_t rows, chunk, task, ntask;
+  explicit Layout(const ReorthParams<T>& p) {
+    rows = p.j + 1;
+    chunk = std::clamp<int64_t>(kChunkBytes / (rows * int64_t(sizeof(T))), 256, 8192) / 64 * 64;
+    task = (kTaskElems + chunk - 1) / chunk * chunk;
+    ntask = (p.n + task - 1) / task;
+  }
+};
+
+// Runs body(b, start, len, part) over every chunk, grouped in tasks; part points at the task's
+// `width` partial sums, which the body accumulates into.
+template <typename T, typename Body>
+std::vector<double> over_chunks(const ReorthParams<T>& p, const Layout<T>& L, int64_t width,
+                                const Body& body) {
+  std::vector<double> part(p.k * L.ntask * width, 0.0);
+  at::parallel_for(0, p.k * L.ntask, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> buf(L.chunk);
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / L.ntask, first = (idx % L.ntask) * L.task;
+      const int64_t last = std::min(first + L.task, p.n);
+      for (int64_t s = first; s < last; s += L.chunk)
+        body(b, s, std::min(L.chunk, last - s), buf.data(), part.data() + idx * width);
+    }
+  });
+  return part;
+}
+
+// Sums the per-task partials of vector b in task order.
+void reduce_tasks(const std::vector<double>& part, int64_t b, int64_t ntask, int64_t width,
+                  double* out) {
+  std::fill(out, out + width, 0.0);
+  for (int64_t t = 0; t < ntask; ++t)
+    for (int64_t i = 0; i < width; ++i) out[i] += part[(b * ntask + t) * width + i];
+}
+
+template <typename T>
+void reorth_step_kernel(const ReorthParams<T>& p) {
+  const Layout<T> L(p);
+  const int64_t R = L.rows, n = p.n;
+  auto V = [&](int64_t b, int64_t s) { return p.basis + b * p.m * n + s; };
+  auto W = [&](int64_t b, int64_t s) { return p.w + b * n + s; };
+
+  // pass 1: h1 = V w
+  auto part = over_chunks(p, L, R, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
+    for (int64_t i = 0; i < R; ++i) h[i] += dot(V(b, s) + i * n, W(b, s), len);
+  });
+  std::vector<double> h1(p.k * R), h2(p.k * R);
+  for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h1.data() + b * R);
+
+  // pass 2: w -= V^T h1, then h2 = V w on the same chunk
+  part = over_chunks(p, L, R, [&](int64_t b, int64_t s, int64_t len, double* acc, double* h) {
+    T* w = W(b, s);
+    for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
+    subtract_rows(acc, V(b, s), n, h1.data() + b * R, R, len);
+    for (int64_t t = 0; t < len; ++t) w[t] = static_cast<T>(acc[t]);
+    for (int64_t i = 0; i < R; ++i) h[i] += dot(V(b, s) + i * n, w, len);
+  });
+  for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h2.data() + b * R);
+
+  // pass 3: w -= V^T h2 and ||w||^2 of the values as stored
+  part = over_chunks(p, L, 1, [&](int64_t b, int64_t s, int64_t len, double* acc, double* sq) {
+    T* w = W(b, s);
+    for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
+    subtract_rows(acc, V(b, s), n, h2.data() + b * R, R, len);
+    for (int64_t t = 0; t < len; ++t) w[t] = static_cast<T>(acc[t]);
+    sq[0] += dot(w, w, len);
+  });
+  std::vector<double> inv(p.k);
+  for (int64_t b = 0; b < p.k; ++b) {
+    double sq;
+    reduce_tasks(part, b, L.ntask, 1, &sq);
+    p.beta[b] = std::sqrt(sq);
+    p.alpha[b] = h1[b * R + p.j] + h2[b * R + p.j];
+    inv[b] = p.beta[b] > 0 ? 1.0 / p.beta[b] : 0.0;
+  }
+
+  if (p.j + 1 >= p.m) return;  // no row left to write
+  over_chunks(p, L, 0, [&](int64_t b, int64_t s, int64_t len, double*, double*) {
+    const T* w = W(b, s);
+    T* next = V(b, s) + (p.j + 1) * n;
+    for (int64_t t = 0; t < len; ++t) next[t] = static_cast<T>(static_cast<double>(w[t]) * inv[b]);
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> reorth_step_cpu(at::Tensor basis, at::Tensor w, int64_t j) {
+  check_reorth_inputs(basis, w, j);
+  const int64_t k = basis.size(0);
+  at::Tensor alpha = at::empty({k}, basis.options().dtype(at::kDouble));
+  at::Tensor beta = at::empty({k}, basis.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "reorth_step_cpu", [&] {
+    reorth_step_kernel(ReorthParams<scalar_t>{
+        basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), alpha.data_ptr<double>(),
+        beta.data_ptr<double>(), k, basis.size(1), basis.size(2), j});
+  });
+  return {alpha, beta};
+}
+
+}  // namespace
+}  // namespace fastlanczos
+
+TORCH_LIBRARY_IMPL(fastlanczos, CPU, m) {
+  m.impl("reorth_step", &fastlanczos::reorth_step_cpu);
+}

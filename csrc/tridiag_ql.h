@@ -1,0 +1,241 @@
+// Implicit QL with Wilkinson shifts for one symmetric tridiagonal matrix (EISPACK tql2 family),
+// written once for the host compiler and nvcc so that the CPU tests exercise the arithmetic
+// the GPU runs.
+//
+// The work is split in two so that the GPU can spread it over threads:
+//   ql_next()       the scalar recurrence of one QL sweep (one thread on the GPU). It records
+//                   the sweep's Givens rotations (c, s) instead of applying them at once;
+//   ql_rotate_row() applies a recorded sweep to one row of the eigenvector matrix. Rows are
+//                   independent, so the CPU loops over them and the GPU gives one per thread.
+// Delaying the rotations this way (as LAPACK's dlasr does) needs one barrier per sweep, not
+// one per rotation.
+//
+// The eigenvector matrix z is stored column-contiguous: z[c * m + r] is row r of column c, so
+// consecutive GPU threads (rows) touch consecutive addresses.
+#pragma once
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FL_HD __host__ __device__
+#define FL_UNROLL _Pragma("unroll")
+#else
+#define FL_HD
+#define FL_UNROLL
+#endif
+
+namespace fastlanczos {
+
+// Per eigenvalue, as in tql2: a matrix that needs more sweeps is reported as not converged.
+constexpr int kQLMaxSweepsPerEigenvalue = 30;
+
+// sqrt(a^2 + b^2) without overflow or harmful underflow. Written out (not ::hypot) so host and
+// device evaluate the same formula.
+FL_HD inline double safe_hypot(double a, double b) {
+  a = fabs(a);
+  b = fabs(b);
+  const double big = a > b ? a : b;
+  const double small = a > b ? b : a;
+  if (big == 0.0) return 0.0;
+  const double r = small / big;
+  return big * sqrt(1.0 + r * r);
+}
+
+// One recorded sweep: rotation t acts on columns col(i) and col(i + 1), i = first - t.
+struct QLSweep {
+  int first;  // index of the first rotation's upper column, before the column map
+  int count;  // number of rotations
+  int lo, hi;  // the unreduced block being worked on (rows and columns)
+  bool flip;  // the block is stored reversed: column i lives at lo + hi - i
+};
+
+FL_HD inline int ql_col(const QLSweep& sw, int i) { return sw.flip ? sw.lo + sw.hi - i : i; }
+
+// Scalar state of the QL iteration on one matrix. d has m entries, e has m entries with
+// e[i] coupling d[i] and d[i+1] (e[m-1] is ignored and overwritten).
+struct QLState {
+  double* d;
+  double* e;
+  int m;
+  int lo, hi;  // current block; lo > hi before the first block
+  int l;       // first row of the block whose eigenvalue is not yet isolated
+  int iter;    // sweeps spent on d[l]
+  bool flip;
+};
+
+FL_HD inline bool negligible(const double* d, const double* e, int i) {
+  // Relative test, so graded matrices (entries spanning many orders of magnitude) split only
+  // where the coupling is below rounding of its neighbours; exact zeros always split.
+  return fabs(e[i]) <= DBL_EPSILON * (fabs(d[i]) + fabs(d[i + 1]));
+}
+
+FL_HD inline void reverse_block(double* d, double* e, int lo, int hi) {
+  for (int a = lo, b = hi; a < b; ++a, --b) {
+    const double t = d[a];
+    d[a] = d[b];
+    d[b] = t;
+  }
+  for (int a = lo, b = hi - 1; a < b; ++a, --b) {
+    const double t = e[a];
+    e[a] = e[b];
+    e[b] = t;
+  }
+}
+
+FL_HD inline void ql_init(QLState& q, double* d, double* e, int m) {
+  q.d = d;
+  q.e = e;
+  q.m = m;
+  q.lo = 0;
+  q.hi = -1;
+  q.l = 0;
+  q.iter = 0;
+  q.flip = false;
+  e[m - 1] = 0.0;
+}
+
+// Starts the next unreduced block after q.hi. Returns false when none is left.
+FL_HD inline bool ql_start_block(QLState& q) {
+  if (q.flip) reverse_block(q.d, q.e, q.lo, q.hi);  // put the finished block's values back
+  q.flip = false;
+  q.lo = q.hi + 1;
+  if (q.lo >= q.m) return false;
+  q.hi = q.lo;
+  while (q.hi < q.m - 1 && !negligible(q.d, q.e, q.hi)) ++q.hi;
+  q.e[q.hi] = 0.0;
+  // QL deflates at the top of the block and is accurate when the matrix grows downwards;
+  // when the bottom is smaller, run it on the reversed block (LAPACK's steqr picks QR there).
+  if (fabs(q.d[q.hi]) < fabs(q.d[q.lo])) {
+    reverse_block(q.d, q.e, q.lo, q.hi);
+    q.flip = true;
+  }
+  q.l = q.lo;
+  q.iter = 0;
+  return true;
+}
+
+// Runs the scalar recurrence up to the next sweep and records its rotations in cs/sn (room for
+// m entries each). Returns 1 when the caller must apply the sweep to rows lo..hi, 0 when all
+// eigenvalues are isolated (d holds them, in the column order of z), -1 on no convergence.
+FL_HD inline int ql_next(QLState& q, double* cs, double* sn, QLSweep& sw) {
+  double* d = q.d;
+  double* e = q.e;
+  for (;;) {
+    if (q.l > q.hi) {
+      if (!ql_start_block(q)) return 0;
+      continue;
+    }
+    const int l = q.l;
+    int mm = l;
+    while (mm < q.hi && !negligible(d, e, mm)) ++mm;
+    if (mm == l) {  // d[l] is isolated
+      ++q.l;
+      q.iter = 0;
+      continue;
+    }
+    if (++q.iter > kQLMaxSweepsPerEigenvalue) return -1;
+
+    // Wilkinson shift from the leading 2x2 block, then the implicit QL sweep from mm up to l.
+    double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+    double r = safe_hypot(g, 1.0);
+    g = d[mm] - d[l] + e[l] / (g + copysign(r, g));
+    double s = 1.0, c = 1.0, p = 0.0;
+    int count = 0;
+    bool early = false;
+    for (int i = mm - 1; i >= l; --i) {
+      const double f = s * e[i];
+      const double b = c * e[i];
+      r = safe_hypot(f, g);
+      e[i + 1] = r;
+      if (r == 0.0) {  // underflow: the matrix split at i + 1; restart the search from l
+        d[i + 1] -= p;
+        e[mm] = 0.0;
+        early = true;
+        break;
+      }
+      s = f / r;
+      c = g / r;
+      g = d[i + 1] - p;
+      r = (d[i] - g) * s + 2.0 * c * b;
+      p = s * r;
+      d[i + 1] = g + p;
+      g = c * r - b;
+      cs[count] = c;
+      sn[count] = s;
+      ++count;
+    }
+    if (!early) {
+      d[l] -= p;
+      e[l] = g;
+      e[mm] = 0.0;
+    }
+    if (count == 0) continue;
+    sw.first = mm - 1;
+    sw.count = count;
+    sw.lo = q.lo;
+    sw.hi = q.hi;
+    sw.flip = q.flip;
+    return 1;
+  }
+}
+
+// Applies the recorded sweep to row r of z. The column shared by consecutive rotations is
+// carried in a register, so each column entry is read and written once. The loads of a group
+// of kAhead rotations do not depend on the arithmetic, so they are issued together: a GPU
+// thread then waits for memory once per group instead of once per rotation.
+FL_HD inline void ql_rotate_row(double* z, int64_t m, int r, const QLSweep& sw, const double* cs,
+                                const double* sn) {
+  constexpr int kAhead = 8;
+  double carry = z[ql_col(sw, sw.first + 1) * m + r];
+  for (int t0 = 0; t0 < sw.count; t0 += kAhead) {
+    const int group = sw.count - t0 < kAhead ? sw.count - t0 : kAhead;
+    double v[kAhead];
+    FL_UNROLL
+    for (int u = 0; u < kAhead; ++u)
+      if (u < group) v[u] = z[ql_col(sw, sw.first - t0 - u) * m + r];
+    FL_UNROLL
+    for (int u = 0; u < kAhead; ++u) {
+      if (u < group) {
+        const int t = t0 + u;
+        z[ql_col(sw, sw.first - t + 1) * m + r] = sn[t] * v[u] + cs[t] * carry;
+        carry = cs[t] * v[u] - sn[t] * carry;
+      }
+    }
+  }
+  z[ql_col(sw, sw.first - sw.count + 1) * m + r] = carry;
+}
+
+// The same rotations, rotation by rotation over rows r0..r1 (contiguous column segments): the
+// CPU's order, which vectorizes and streams through cache. Per entry the arithmetic is that of
+// ql_rotate_row.
+FL_HD inline void ql_rotate_rows(double* z, int64_t m, int r0, int r1, const QLSweep& sw,
+                                 const double* cs, const double* sn) {
+  for (int t = 0; t < sw.count; ++t) {
+    double* zi = z + ql_col(sw, sw.first - t) * m;
+    double* zn = z + ql_col(sw, sw.first - t + 1) * m;
+    const double c = cs[t], s = sn[t];
+    for (int r = r0; r <= r1; ++r) {
+      const double v = zi[r], f = zn[r];
+      zn[r] = s * v + c * f;
+      zi[r] = c * v - s * f;
+    }
+  }
+}
+
+// Position of eigenvalue c in ascending order (stable: ties keep their index order).
+FL_HD inline int ascending_rank(const double* d, int m, int c) {
+  int rank = 0;
+  for (int i = 0; i < m; ++i) rank += (d[i] < d[c]) || (d[i] == d[c] && i < c);
+  return rank;
+}
+
+// x - x is 0 exactly for finite x and NaN for inf or NaN (no isfinite overload games between
+// host and device compilers).
+FL_HD inline bool all_finite(const double* x, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    if (!(x[i] - x[i] == 0.0)) return false;
+  return true;
+}
+
+}  // namespace fastlanczos
