@@ -97,11 +97,12 @@ def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
     t = _Tracker(z, m)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
-    step = ops.reorth_step if use_extension(z.device) else cgs2_step_torch
+    compiled = use_extension(z.device)
     w = None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)
         t.saw_output(w, j)
+        step = ops.reorth_step if compiled and j < ops.REORTH_MAX_ROWS else cgs2_step_torch
         a, b = step(basis, w, j)  # w becomes the residual; basis[:, j+1] = w / b
         done = t.record(j, a, b)
         if j + 1 < m:

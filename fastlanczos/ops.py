@@ -39,6 +39,11 @@ if _C is not None:
         _C, _load_error = None, ImportError(_msg)
 
 
+# Sizes the compiled kernels accept (csrc/checks.h, reorth_step_cuda.cu); larger problems
+# take the plain-torch path.
+TRIDIAG_MAX_M = 1024
+REORTH_MAX_ROWS = 5888
+
 def available() -> bool:
     """True when the compiled extension is loaded."""
     return _C is not None

@@ -38,7 +38,7 @@ def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor):
 
 def tridiag_eigh_unchecked(alpha: torch.Tensor, beta: torch.Tensor):
     """float64 (k, m), (k, m-1) -> (theta, S) with no host synchronization on the compiled path."""
-    if use_extension(alpha.device):
+    if use_extension(alpha.device) and alpha.shape[1] <= ops.TRIDIAG_MAX_M:
         return ops.tridiag_eigh(alpha.contiguous(), beta.contiguous())
     return torch.linalg.eigh(dense_tridiagonal(alpha, beta))
 

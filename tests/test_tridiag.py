@@ -49,3 +49,12 @@ def test_backend_info_reports_a_backend(monkeypatch):
     assert set(info) >= {"extension", "cpu", "cuda"}
     monkeypatch.setenv("FASTLANCZOS_BACKEND", "torch")
     assert fl.backend_info()["cpu"] == "torch"
+
+
+def test_sizes_beyond_the_kernel_limit_use_the_torch_path():
+    m = fl.ops.TRIDIAG_MAX_M + 3
+    a = torch.linspace(1, 2, m, dtype=torch.float64).repeat(2, 1)
+    b = torch.full((2, m - 1), 0.1, dtype=torch.float64)
+    theta, S = fl.tridiag_eigh(a, b)
+    ref = scipy.linalg.eigh_tridiagonal(a[0].numpy(), b[0].numpy(), eigvals_only=True)
+    assert np.abs(theta[0].numpy() - ref).max() < 1e-12
