@@ -1,0 +1,137 @@
+"""Laplace sampling: covariance exactly A^{-1} (identity-block trick: with Z = I the rows of
+X are A^{-1/2} e_i, so X^T X = A^{-1}), the paper's formula, the predictive, clear errors."""
+
+import math
+
+import pytest
+import torch
+from dense_curvature import dense_curvatures, mlp
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastlanczos.curvature import ggn_vp
+from fastlanczos.errors import NotPositiveDefiniteError
+from fastlanczos.laplace import LaplacePosterior, gaussian_sample, sample_parameters
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def classifier(device="cpu", dtype=torch.float64, examples=10):
+    torch.manual_seed(0)
+    net = mlp().to(device, dtype)
+    x = torch.randn(examples, 5, dtype=dtype, device=device)
+    y = torch.randint(0, 3, (examples,), device=device)
+    return net, torch.nn.CrossEntropyLoss(), x, y
+
+
+def linear_regression(examples=40):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2).double()
+    x = torch.randn(examples, 3, dtype=torch.float64)
+    return net, torch.nn.MSELoss(), x, x @ torch.randn(3, 2, dtype=torch.float64)
+
+
+def identity_covariance(precision_vp, n, like, diagonal=None):
+    eye = torch.eye(n, dtype=like.dtype, device=like.device)
+    X, info = gaussian_sample(precision_vp, eye, n, diagonal=diagonal)
+    return X.T @ X
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precondition", [None, "diag"])
+def test_samples_have_covariance_inverse_precision(device, precondition):
+    net, lf, x, y = classifier(device)
+    post = LaplacePosterior(net, lf, DataLoader(TensorDataset(x, y), batch_size=4),
+                            prior_precision=0.5)
+    ggn = dense_curvatures(net, lf, x, y)[0]
+    A = ggn + 0.5 * torch.eye(post.n, dtype=ggn.dtype, device=device)
+    torch.testing.assert_close(post.diagonal(), A.diagonal())
+    diag = post._preconditioner(precondition)
+    cov = identity_covariance(post.precision_vp, post.n, post.theta_hat, diag)
+    torch.testing.assert_close(cov, torch.linalg.inv(A), rtol=0, atol=1e-8)
+
+
+def test_per_parameter_prior_and_zero_prior_mle():
+    net, lf, x, y = linear_regression()
+    ggn = dense_curvatures(net, lf, x, y)[0]
+    for prior in [0.0, torch.linspace(0.1, 1.0, 8, dtype=torch.float64)]:
+        post = LaplacePosterior(net, lf, (x, y), prior_precision=prior)
+        A = ggn + torch.diag(torch.as_tensor(prior, dtype=torch.float64).expand(8))
+        cov = identity_covariance(post.precision_vp, post.n, post.theta_hat)
+        torch.testing.assert_close(cov, torch.linalg.inv(A), rtol=0, atol=1e-8)
+
+
+def test_sample_is_theta_hat_plus_inverse_root():
+    net, lf, x, y = classifier()
+    post = LaplacePosterior(net, lf, (x, y), prior_precision=2.0)
+    samples, info = post.sample(3, m=post.n, tol=None, precondition=None, return_info=True,
+                                generator=torch.Generator().manual_seed(3))
+    z = torch.randn(3, post.n, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    w, Q = torch.linalg.eigh(dense_curvatures(net, lf, x, y)[0] + 2.0 * torch.eye(post.n))
+    want = post.theta_hat + z @ (Q * w.rsqrt()) @ Q.T
+    torch.testing.assert_close(samples, want, rtol=0, atol=1e-8)
+    assert info.products <= post.n
+
+
+def test_sample_parameters_is_the_papers_formula():
+    torch.manual_seed(0)
+    n, p = 12, 50
+    B = torch.randn(n, n, dtype=torch.float64)
+    fisher = B @ B.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    theta = torch.randn(n, dtype=torch.float64)
+    got = sample_parameters(theta, lambda V: V @ fisher, p, 4, m=n,
+                            generator=torch.Generator().manual_seed(1))
+    z = torch.randn(4, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w, Q = torch.linalg.eigh(fisher)
+    want = theta + (z @ (Q * w.rsqrt()) @ Q.T) / math.sqrt(p)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_sample_parameters_with_model_fisher_is_mle_laplace():
+    net, lf, x, y = linear_regression()
+    hvp = ggn_vp(net, lf, (x, y))
+    got = sample_parameters(net, lambda V: hvp(V) / len(y), len(y), 3, m=8,
+                            generator=torch.Generator().manual_seed(5))
+    post = LaplacePosterior(net, lf, (x, y), prior_precision=0.0)
+    want = post.sample(3, m=8, tol=None, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_predictive(dtype):
+    net, lf, x, y = classifier(dtype=dtype)
+    post = LaplacePosterior(net, lf, (x, y))
+    probs = post.predictive(x[:4], num_samples=6)
+    assert probs.shape == (4, 3) and probs.dtype == dtype
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4, dtype=dtype))
+    net, lf, x, y = linear_regression()
+    mean, var = LaplacePosterior(net, lf, (x, y)).predictive(x[:5], num_samples=6)
+    assert mean.shape == var.shape == (5, 2) and (var >= 0).all()
+
+
+def test_negative_curvature_gives_clear_error():
+    net, lf, x, y = classifier()
+    assert torch.linalg.eigvalsh(dense_curvatures(net, lf, x, y)[1]).min() < -1e-3
+    post = LaplacePosterior(net, lf, (x, y), curvature="hessian", prior_precision=0.0)
+    with pytest.raises(NotPositiveDefiniteError, match="curvature='ggn'"):
+        post.sample(2, m=post.n, tol=None, precondition=None)
+
+
+def test_bad_inputs():
+    net, lf, x, y = classifier()
+    with pytest.raises(ValueError, match="prior_precision"):
+        LaplacePosterior(net, lf, (x, y), prior_precision=-1.0)
+    with pytest.raises(ValueError, match="prior_precision"):
+        LaplacePosterior(net, lf, (x, y), prior_precision=torch.ones(3))
+    with pytest.raises(ValueError, match="first"):
+        LaplacePosterior(net, lf, (x, y[:4]))
+    with pytest.raises(ValueError, match="first data batch"):
+        LaplacePosterior(net, lf, (x[:, :4], y))
+    with pytest.raises(ValueError, match="curvature"):
+        LaplacePosterior(net, lf, (x, y), curvature="kfac")
+    with pytest.raises(ValueError, match="likelihood"):
+        LaplacePosterior(net, lambda F, t: F.sum(), (x, y))
+    with pytest.raises(ValueError, match="no trainable"):
+        LaplacePosterior(mlp().requires_grad_(False), lf, (x.float(), y))
+    with pytest.raises(ValueError, match="precondition"):
+        LaplacePosterior(net, lf, (x, y)).sample(2, precondition=-torch.ones(57))
