@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import torch
 
+from .adapters import adapt
 from .lanczos import regenerate_three_term, run_lanczos
 from .matfuncs import resolve
 from .operator import as_block_matvec
@@ -45,6 +46,7 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     regenerated in a second pass, so twice the products). check=False skips the final
     validation, so a fixed-m run on a GPU never synchronizes with the host.
     """
+    hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
     name, fn, need = resolve(f)
     z2 = check_arguments(z, m, tol, shift, reorth, check_every)
     if check:
@@ -73,7 +75,7 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     if z.dim() == 1:
         x = x[0]
         info = info._replace(**{k: getattr(info, k)[0] for k in info._fields[:-1]})
-    return (x, info) if return_info else x
+    return (restore(x), info) if return_info else restore(x)
 
 
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
