@@ -29,6 +29,8 @@ PY="$VENV/bin/python"
 "$PY" -c "import torch; assert torch.version.cuda, 'torch in $VENV has no CUDA'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 echo "== building (log: $LOG)"
+# A CPU build of another torch may have left objects in build/: never let ninja reuse them.
+rm -rf build
 start=$(date +%s)
 if ! "$PY" -m pip install --no-build-isolation --no-deps -v . >"$LOG" 2>&1; then
   grep -E "error|Error" "$LOG" | head -40

@@ -123,3 +123,21 @@ def test_float32_and_float64_dtypes_preserved(device):
         z = torch.randn(50, dtype=dt, device=device)
         x = fl.inv_sqrt_apply(A.to(dt).to(device), z, 20)
         assert x.dtype == dt and x.shape == z.shape and x.device == z.device
+
+
+@pytest.mark.skipif(not fl.ops.available(), reason="compiled extension not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tol", [None, 1e-6])
+def test_extension_and_pure_torch_give_the_same_answer(device, dtype, tol, monkeypatch):
+    if not fl.ops.supports(device):
+        pytest.skip(f"extension has no kernels for {device}")
+    n = 300
+    A, _ = spd_from_spectrum(torch.logspace(-3, 0, n), seed=9)
+    A = A.to(dtype).to(device)
+    z = torch.randn(4, n, dtype=dtype, device=device)
+    x_ext, info_ext = fl.inv_sqrt_apply(A, z, 120, tol=tol, return_info=True)
+    monkeypatch.setenv("FASTLANCZOS_BACKEND", "torch")
+    x_ref, info_ref = fl.inv_sqrt_apply(A, z, 120, tol=tol, return_info=True)
+    close = 1e-4 if dtype == torch.float32 else 1e-10
+    assert rel_err(x_ext.cpu(), x_ref.cpu()) < close
+    assert (info_ext.steps - info_ref.steps).abs().max() <= 4  # at most one check apart
