@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${1:-.venv-cuda}
+case $VENV in /*) ;; *) VENV=$ROOT/$VENV ;; esac  # later steps run from /tmp
 TORCH_PIN=2.14.1
 LOG=${BUILD_LOG:-build/build-cuda.log}
 mkdir -p "$(dirname "$LOG")"
