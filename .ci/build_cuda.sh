@@ -31,7 +31,7 @@ PY="$VENV/bin/python"
 
 echo "== building (log: $LOG)"
 # A CPU build of another torch may have left objects in build/: never let ninja reuse them.
-rm -rf build
+rm -rf build && mkdir -p "$(dirname "$LOG")"
 start=$(date +%s)
 if ! "$PY" -m pip install --no-build-isolation --no-deps -v . >"$LOG" 2>&1; then
   grep -E "error|Error" "$LOG" | head -40
