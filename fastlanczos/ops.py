@@ -42,6 +42,10 @@ if _C is not None:
 # Sizes the compiled kernels accept (csrc/checks.h, reorth_step_cuda.cu); larger problems
 # take the plain-torch path.
 TRIDIAG_MAX_M = 1024
+# On the CPU, LAPACK's divide and conquer (torch.linalg.eigh on the dense T) beats the O(m^3)
+# QL with eigenvectors from m = 64 on (bench_kernels.py, 2 idle cores: k = 256, m = 64 0.66x;
+# m = 16 2.3x), so the compiled QL runs there only for small m.
+CPU_QL_MAX_M = 32
 REORTH_MAX_ROWS = 5888
 
 def available() -> bool:

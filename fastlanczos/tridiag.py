@@ -38,7 +38,8 @@ def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor):
 
 def tridiag_eigh_unchecked(alpha: torch.Tensor, beta: torch.Tensor):
     """float64 (k, m), (k, m-1) -> (theta, S) with no host synchronization on the compiled path."""
-    if use_extension(alpha.device) and alpha.shape[1] <= ops.TRIDIAG_MAX_M:
+    limit = ops.CPU_QL_MAX_M if alpha.device.type == "cpu" else ops.TRIDIAG_MAX_M
+    if use_extension(alpha.device) and alpha.shape[1] <= limit:
         return ops.tridiag_eigh(alpha.contiguous(), beta.contiguous())
     return torch.linalg.eigh(dense_tridiagonal(alpha, beta))
 
