@@ -29,30 +29,16 @@ import scipy.sparse.linalg
 import torch
 
 from .errors import LanczosInputError
+from .operator import check_square
 
 
 def adapt(hvp, z):
     """(hvp_for_torch, z_torch, restore) for any supported operator and z."""
-    kind = _array_kind(z)
+    kind = array_kind(z)
     if kind is None:  # not an array we know: the engine's own checks explain what is wrong
         return hvp, z, _identity
-    z_t, restore = _to_torch(z), _RESTORE[kind]
+    z_t, restore = to_torch(z), RESTORE[kind]
     return _operator(hvp, z_t, kind), z_t, restore
-
-
-def array_kind(x):
-    """'torch', 'numpy', 'cupy', or None: which family an array belongs to."""
-    return _array_kind(x)
-
-
-def to_torch(x):
-    """A torch view of a NumPy, CuPy or torch array (no copy)."""
-    return _to_torch(x)
-
-
-def restore_as(kind):
-    """The function that turns a torch result into an array of the given family."""
-    return _RESTORE[kind]
 
 
 def cupy_device(A):
@@ -66,7 +52,7 @@ def _is_cupy(obj):
     return type(obj).__module__.split(".")[0] in ("cupy", "cupyx")
 
 
-def _array_kind(x):
+def array_kind(x):
     if isinstance(x, torch.Tensor):
         return "torch"
     if isinstance(x, np.ndarray):
@@ -76,7 +62,7 @@ def _array_kind(x):
     return None
 
 
-def _to_torch(x):
+def to_torch(x):
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
@@ -102,7 +88,7 @@ def _to_cupy(x):
     return cupy.from_dlpack(x.detach())
 
 
-_RESTORE = {"torch": _identity, "numpy": _to_numpy, "cupy": _to_cupy}
+RESTORE = {"torch": _identity, "numpy": _to_numpy, "cupy": _to_cupy}
 
 
 def _operator(hvp, z, kind):
@@ -135,24 +121,22 @@ def _not_square(shape):
 
 
 def _check_square(A, z, what, dtype, device=None):
-    shape = tuple(A.shape)
-    if len(shape) != 2 or shape[0] != shape[1]:
-        _not_square(shape)
-    if shape[0] != z.shape[-1]:
-        raise LanczosInputError(f"z has size {z.shape[-1]} in its last dimension but the "
-                                f"{what} is {shape[0]} x {shape[1]}")
-    if dtype is not None and _torch_dtype(dtype) != z.dtype:
-        raise LanczosInputError(f"dtype mismatch: the {what} is {dtype}, z is {z.dtype}; "
-                                "convert one of them (e.g. A.astype(...) or z.astype(...))")
-    if device is not None and torch.device(device) != z.device:
-        raise LanczosInputError(f"device mismatch: the {what} is on {device}, z on {z.device}")
+    if dtype is not None and torch_dtype(dtype) is None:  # e.g. an integer matrix
+        raise LanczosInputError(f"dtype mismatch: the {what} is {dtype}, z is {z.dtype}")
+    check_square(A.shape, torch_dtype(dtype), device, z, what)
 
 
-def _torch_dtype(dtype):
+def torch_dtype(dtype):
+    """torch.float32 / torch.float64 for such a torch, NumPy (CuPy) or string dtype, else None."""
+    if dtype is None:
+        return None
     if isinstance(dtype, torch.dtype):
-        return dtype
-    return {np.dtype(np.float32): torch.float32,
-            np.dtype(np.float64): torch.float64}.get(np.dtype(dtype), dtype)
+        return dtype if dtype in (torch.float32, torch.float64) else None
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        return None
+    return {"float32": torch.float32, "float64": torch.float64}.get(name)
 
 
 def _torch_sparse_product(Q):
@@ -180,7 +164,7 @@ def _scipy_product(A, z, kind):
     def product(V):
         Vn = V.detach().numpy()  # a view: z and the basis live on the CPU
         out = matvec(Vn) if Vn.ndim == 1 else matmat(Vn.T).T
-        return _to_torch(np.asarray(out))
+        return to_torch(np.asarray(out))
 
     return product
 
@@ -215,13 +199,13 @@ def _cupy_product(A, z, kind):
 
 def _foreign_callable(f, kind):
     """A user callable written for NumPy or CuPy arrays: hand it views of the vectors."""
-    restore = _RESTORE[kind]
+    restore = RESTORE[kind]
 
     def product(V):
         out = f(restore(V))
-        if _array_kind(out) is None:
+        if array_kind(out) is None:
             raise LanczosInputError(f"hvp must return an array of z's kind ({kind}), got "
                                     f"{type(out).__name__}")
-        return _to_torch(out)
+        return to_torch(out)
 
     return product

@@ -224,12 +224,8 @@ def ggn_diagonal(model, loss_fn, data, *, params=None, reduction=None, batch_siz
                  jacobian_budget=JACOBIAN_BUDGET):
     """The exact diagonal of the GGN, sum_i diag(J_i^T H_i J_i), from per-example Jacobians
     (one sweep, the cost of one block product)."""
-    prob = _Problem(model, loss_fn, data, params, reduction, batch_size)
-    with torch.no_grad():
-        d = torch.zeros(prob.n, dtype=prob.ref.dtype, device=prob.ref.device)
-        for J, H in jacobian_chunks(prob, jacobian_budget):
-            d += (torch.bmm(H, J) * J).sum((0, 1))
-    return d
+    return ggn_vp(model, loss_fn, data, params=params, reduction=reduction,
+                  batch_size=batch_size, jacobian_budget=jacobian_budget).diagonal()
 
 
 def hessian_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None,

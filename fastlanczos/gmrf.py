@@ -13,7 +13,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from .adapters import adapt, array_kind, cupy_device, restore_as, to_torch
+from .adapters import RESTORE, adapt, array_kind, cupy_device, to_torch, torch_dtype
 from .errors import LanczosInputError
 from .funm import funm_apply
 
@@ -48,7 +48,7 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
         generator = torch.Generator(device).manual_seed(int(seed))
 
     z = torch.randn(num_samples, n, generator=generator, dtype=tdtype, device=device)
-    hvp, z, _ = adapt(precision, restore_as(kind)(z))  # checks the operator against z
+    hvp, z, _ = adapt(precision, RESTORE[kind](z))  # checks the operator against z
     x, info = funm_apply(hvp, z, "inv_sqrt", min(n, 300) if m is None else m, tol=tol,
                          reorth=reorth, check_every=check_every, return_info=True)
     if tol is not None and not bool(info.converged.all()):
@@ -58,7 +58,7 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
                       "raise m", RuntimeWarning, stacklevel=2)
     if mean is not None:
         x += _mean_as_torch(mean, n, x)
-    x = restore_as(kind)(x)
+    x = RESTORE[kind](x)
     return (x, info) if return_info else x
 
 
@@ -107,29 +107,11 @@ def _size(precision, mean):
 
 def _resolve_dtype(dtype, precision, mean):
     if dtype is None:
-        for source in (precision, mean):
-            d = getattr(source, "dtype", None)
-            try:
-                d = _as_torch_dtype(d) if d is not None else None
-            except LanczosInputError:
-                d = None
-            if d is not None:
-                return d
-        return torch.float64
-    return _as_torch_dtype(dtype)
-
-
-def _as_torch_dtype(dtype):
-    if isinstance(dtype, torch.dtype):
-        found = dtype
-    else:
-        try:
-            found = {"float32": torch.float32, "float64": torch.float64}.get(np.dtype(dtype).name)
-        except TypeError:
-            found = None
-    if found not in (torch.float32, torch.float64):
+        found = [torch_dtype(getattr(source, "dtype", None)) for source in (precision, mean)]
+        return next((d for d in found if d is not None), torch.float64)
+    if torch_dtype(dtype) is None:
         raise LanczosInputError(f"dtype must be float32 or float64, got {dtype!r}")
-    return found
+    return torch_dtype(dtype)
 
 
 def _device(precision, mean):

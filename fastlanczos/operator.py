@@ -42,16 +42,22 @@ def as_block_matvec(hvp, z: torch.Tensor, shift: float):
 
 
 def _check_dense(A: torch.Tensor, z: torch.Tensor):
-    if A.dim() != 2 or A.shape[0] != A.shape[1]:
-        raise LanczosInputError(f"a dense operator must be a square matrix, got shape "
-                                f"{tuple(A.shape)}")
-    if A.shape[0] != z.shape[-1]:
-        raise LanczosInputError(f"z has size {z.shape[-1]} in its last dimension but the dense "
-                                f"operator is {A.shape[0]} x {A.shape[1]}")
-    if A.dtype != z.dtype:
-        raise LanczosInputError(f"dtype mismatch: operator is {A.dtype}, z is {z.dtype}")
-    if A.device != z.device:
-        raise LanczosInputError(f"device mismatch: operator is on {A.device}, z on {z.device}")
+    check_square(A.shape, A.dtype, A.device, z, "dense operator")
+
+
+def check_square(shape, dtype, device, z: torch.Tensor, what: str):
+    """An operator of this shape/dtype/device can act on z's rows (dtype/device may be None
+    where the operator has none to tell)."""
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise LanczosInputError(f"the {what} must be a square (n, n) matrix, got shape {shape}")
+    if shape[0] != z.shape[-1]:
+        raise LanczosInputError(f"z has size {z.shape[-1]} in its last dimension but the "
+                                f"{what} is {shape[0]} x {shape[1]}")
+    if dtype is not None and dtype != z.dtype:
+        raise LanczosInputError(f"dtype mismatch: the {what} is {dtype}, z is {z.dtype}")
+    if device is not None and torch.device(device) != z.device:
+        raise LanczosInputError(f"device mismatch: the {what} is on {device}, z on {z.device}")
 
 
 def _check_output(out, shape, z: torch.Tensor):
