@@ -4,9 +4,12 @@
 //
 // The work is split in two so that the GPU can spread it over threads:
 //   ql_next()       the scalar recurrence of one QL sweep (one thread on the GPU). It records
-//                   the sweep's Givens rotations (c, s) instead of applying them at once;
+//                   the sweep's Givens rotations (c, s) instead of applying them at once. Its
+//                   parts (ql_begin_sweep, ql_chase_step, ql_end_sweep) let the CPU run two
+//                   matrices' recurrences side by side;
 //   ql_rotate_row() applies a recorded sweep to one row of the eigenvector matrix. Rows are
-//                   independent, so the CPU loops over them and the GPU gives one per thread.
+//                   independent, so the GPU gives one per thread; the CPU kernel applies the
+//                   same arithmetic to blocks of rows (tridiag_eigh_cpu.cpp).
 // Delaying the rotations this way (as LAPACK's dlasr does) needs one barrier per sweep, not
 // one per rotation.
 //
@@ -33,6 +36,11 @@ constexpr int kQLMaxSweepsPerEigenvalue = 30;
 // sqrt(a^2 + b^2) without overflow or harmful underflow. Written out (not ::hypot) so host and
 // device evaluate the same formula.
 FL_HD inline double safe_hypot(double a, double b) {
+  // Usual case: the squares neither overflowed nor lost digits to underflow (subnormal parts
+  // are below rounding of the sum), so plain sqrt is accurate. It keeps a division off the
+  // QL sweep's critical path.
+  const double sum = a * a + b * b;
+  if (sum >= DBL_MIN / DBL_EPSILON && sum <= DBL_MAX) return sqrt(sum);
   a = fabs(a);
   b = fabs(b);
   const double big = a > b ? a : b;
@@ -115,10 +123,16 @@ FL_HD inline bool ql_start_block(QLState& q) {
   return true;
 }
 
-// Runs the scalar recurrence up to the next sweep and records its rotations in cs/sn (room for
-// m entries each). Returns 1 when the caller must apply the sweep to rows lo..hi, 0 when all
+// A QL sweep in progress: rotation i of the chase from mm - 1 up to l, and its running values.
+struct QLChase {
+  int l, mm, i, count;
+  double s, c, p, g;
+  bool early;  // the sweep stopped at an underflow split
+};
+
+// Advances to the next sweep and sets up its chase. Returns 1 when a sweep is ready, 0 when all
 // eigenvalues are isolated (d holds them, in the column order of z), -1 on no convergence.
-FL_HD inline int ql_next(QLState& q, double* cs, double* sn, QLSweep& sw) {
+FL_HD inline int ql_begin_sweep(QLState& q, QLChase& w) {
   double* d = q.d;
   double* e = q.e;
   for (;;) {
@@ -138,45 +152,78 @@ FL_HD inline int ql_next(QLState& q, double* cs, double* sn, QLSweep& sw) {
 
     // Wilkinson shift from the leading 2x2 block, then the implicit QL sweep from mm up to l.
     double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-    double r = safe_hypot(g, 1.0);
-    g = d[mm] - d[l] + e[l] / (g + copysign(r, g));
-    double s = 1.0, c = 1.0, p = 0.0;
-    int count = 0;
-    bool early = false;
-    for (int i = mm - 1; i >= l; --i) {
-      const double f = s * e[i];
-      const double b = c * e[i];
-      r = safe_hypot(f, g);
-      e[i + 1] = r;
-      if (r == 0.0) {  // underflow: the matrix split at i + 1; restart the search from l
-        d[i + 1] -= p;
-        e[mm] = 0.0;
-        early = true;
-        break;
-      }
-      s = f / r;
-      c = g / r;
-      g = d[i + 1] - p;
-      r = (d[i] - g) * s + 2.0 * c * b;
-      p = s * r;
-      d[i + 1] = g + p;
-      g = c * r - b;
-      cs[count] = c;
-      sn[count] = s;
-      ++count;
-    }
-    if (!early) {
-      d[l] -= p;
-      e[l] = g;
-      e[mm] = 0.0;
-    }
-    if (count == 0) continue;
-    sw.first = mm - 1;
-    sw.count = count;
-    sw.lo = q.lo;
-    sw.hi = q.hi;
-    sw.flip = q.flip;
+    const double r = safe_hypot(g, 1.0);
+    w.g = d[mm] - d[l] + e[l] / (g + copysign(r, g));
+    w.s = w.c = 1.0;
+    w.p = 0.0;
+    w.l = l;
+    w.mm = mm;
+    w.i = mm - 1;
+    w.count = 0;
+    w.early = false;
     return 1;
+  }
+}
+
+// One rotation of the chase, recorded as (cs, sn)[w.count]. Returns whether another follows.
+// Kept apart so the CPU can interleave the chases of two matrices: each is a chain of
+// dependent divisions and square roots that leaves most of the core idle.
+FL_HD inline bool ql_chase_step(QLState& q, QLChase& w, double* cs, double* sn) {
+  double* d = q.d;
+  double* e = q.e;
+  const int i = w.i;
+  const double f = w.s * e[i];
+  const double b = w.c * e[i];
+  double r = safe_hypot(f, w.g);
+  e[i + 1] = r;
+  if (r == 0.0) {  // underflow: the matrix split at i + 1; restart the search from l
+    d[i + 1] -= w.p;
+    e[w.mm] = 0.0;
+    w.early = true;
+    return false;
+  }
+  const double s = f / r, c = w.g / r;
+  const double g = d[i + 1] - w.p;
+  r = (d[i] - g) * s + 2.0 * c * b;
+  w.p = s * r;
+  d[i + 1] = g + w.p;
+  w.g = c * r - b;
+  w.s = s;
+  w.c = c;
+  cs[w.count] = c;
+  sn[w.count] = s;
+  ++w.count;
+  return --w.i >= w.l;
+}
+
+// Finishes the chase. Returns 1 when the caller must apply the sweep (described by sw) to rows
+// lo..hi, 0 when it recorded no rotation.
+FL_HD inline int ql_end_sweep(QLState& q, const QLChase& w, QLSweep& sw) {
+  if (!w.early) {
+    q.d[w.l] -= w.p;
+    q.e[w.l] = w.g;
+    q.e[w.mm] = 0.0;
+  }
+  if (w.count == 0) return 0;
+  sw.first = w.mm - 1;
+  sw.count = w.count;
+  sw.lo = q.lo;
+  sw.hi = q.hi;
+  sw.flip = q.flip;
+  return 1;
+}
+
+// Runs the scalar recurrence up to the next sweep and records its rotations in cs/sn (room for
+// m entries each). Returns 1 when the caller must apply the sweep to rows lo..hi, 0 when all
+// eigenvalues are isolated (d holds them, in the column order of z), -1 on no convergence.
+FL_HD inline int ql_next(QLState& q, double* cs, double* sn, QLSweep& sw) {
+  for (;;) {
+    QLChase w;
+    const int status = ql_begin_sweep(q, w);
+    if (status != 1) return status;
+    while (ql_chase_step(q, w, cs, sn)) {
+    }
+    if (ql_end_sweep(q, w, sw)) return 1;
   }
 }
 
@@ -204,23 +251,6 @@ FL_HD inline void ql_rotate_row(double* z, int64_t m, int r, const QLSweep& sw, 
     }
   }
   z[ql_col(sw, sw.first - sw.count + 1) * m + r] = carry;
-}
-
-// The same rotations, rotation by rotation over rows r0..r1 (contiguous column segments): the
-// CPU's order, which vectorizes and streams through cache. Per entry the arithmetic is that of
-// ql_rotate_row.
-FL_HD inline void ql_rotate_rows(double* z, int64_t m, int r0, int r1, const QLSweep& sw,
-                                 const double* cs, const double* sn) {
-  for (int t = 0; t < sw.count; ++t) {
-    double* zi = z + ql_col(sw, sw.first - t) * m;
-    double* zn = z + ql_col(sw, sw.first - t + 1) * m;
-    const double c = cs[t], s = sn[t];
-    for (int r = r0; r <= r1; ++r) {
-      const double v = zi[r], f = zn[r];
-      zn[r] = s * v + c * f;
-      zi[r] = c * v - s * f;
-    }
-  }
 }
 
 // Position of eigenvalue c in ascending order (stable: ties keep their index order).

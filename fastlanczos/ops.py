@@ -42,10 +42,11 @@ if _C is not None:
 # Sizes the compiled kernels accept (csrc/checks.h, reorth_step_cuda.cu); larger problems
 # take the plain-torch path.
 TRIDIAG_MAX_M = 1024
-# On the CPU, LAPACK's divide and conquer (torch.linalg.eigh on the dense T) beats the O(m^3)
-# QL with eigenvectors from m = 64 on (bench_kernels.py, 2 idle cores: k = 256, m = 64 0.66x;
-# m = 16 2.3x), so the compiled QL runs there only for small m.
-CPU_QL_MAX_M = 32
+# On the CPU, LAPACK's divide and conquer (torch.linalg.eigh on the dense T, both cores)
+# overtakes the O(m^3) QL with eigenvectors for a single matrix from m = 96 on (bench_kernels.py,
+# 2 cores: k = 1, m = 64 1.4x, m = 128 0.73x); batches, which the kernel solves two matrices
+# per core at a time, stay ahead to m = 128 and beyond (k = 256: m = 64 2.75x, m = 128 1.8x).
+CPU_QL_MAX_M = 64
 REORTH_MAX_ROWS = 5888
 
 def available() -> bool:
