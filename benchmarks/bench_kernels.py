@@ -103,7 +103,8 @@ def main():
             eigh_sizes = [(k, m) for k, m in eigh_sizes if k * m**3 <= 256 * 64**3]
         if args.only != "reorth":
             bench_eigh(device, eigh_sizes, reps)
-        reorth_sizes = [(4, 64, 63, 10**6), (16, 32, 31, 10**5), (1, 128, 127, 10**6)]
+        reorth_sizes = [(4, 64, 63, 10**6), (16, 32, 31, 10**5), (1, 128, 127, 10**6),
+                        (1, 256, 255, 4000), (2, 256, 255, 4000)]
         if args.quick:
             reorth_sizes = reorth_sizes[:1]
         if args.only != "eigh":

@@ -97,7 +97,11 @@ def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
     t = _Tracker(z, m)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
-    compiled = use_extension(z.device)
+    # On the CPU a single vector's step is BLAS matrix-vector work that torch already runs on
+    # every core, while the fused kernel splits one vector only into 64k-element tasks: it is
+    # 0.3-0.7x torch at k = 1 and 1.5-6x from k = 2 on (n 1e3 to 1e6, 2 cores,
+    # benchmarks/bench_kernels.py --only reorth).
+    compiled = use_extension(z.device) and (k >= 2 or z.device.type != "cpu")
     w = None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)
