@@ -203,8 +203,11 @@ def main():
     section("Host synchronization")(sync_check)
     section("Curvature products: block of k vs k single products")(curvature_blocks)
     body = "".join(f"\n## {t}\n\n```\n{x}\n```\n" for t, x in SECTIONS)
+    # Its own section of the file: compare.py --device cuda writes another one beside it.
+    from report import write_section
+
     for path in {Path(args.out) / "RESULTS-gpu.md", ROOT / "benchmarks" / "RESULTS-gpu.md"}:
-        path.write_text(header + body)
+        write_section(path, "gpu_check", header + body)
     print(header)
 
 
