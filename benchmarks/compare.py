@@ -358,6 +358,7 @@ def miss(rows):
 
 def plot(results, path):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -379,6 +380,7 @@ def plot(results, path):
         ax.set_xlabel("seconds", fontsize=7)
         ax.set_ylabel("relative error", fontsize=7)
         ax.tick_params(labelsize=6)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -391,7 +393,8 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu or cuda (JAX stays on the CPU)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the operators already in benchmarks/compare-<device>.json")
+                   help="keep the operators already in benchmarks/compare-<device>.json "
+                   "(with all of them there: just rewrite the tables and the plot)")
     p.add_argument("--out", help="default: benchmarks/RESULTS-cpu.md, or RESULTS-gpu.md on cuda")
     args = p.parse_args()
     device = torch.device(args.device)
