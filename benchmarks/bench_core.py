@@ -9,9 +9,10 @@ user would reach for. Times are medians on this machine's CPU; ratios come from 
 """
 
 import argparse
-import statistics
-import time
+import math
 
+# report sits beside this script, which Python puts first on sys.path.
+import report
 import torch
 
 import fastlanczos as fl
@@ -29,13 +30,8 @@ def rel_err(x, ref):
 
 
 def median_time(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+    """One warm-up, then the median of `repeat` runs (report.median_time, never cut short)."""
+    return report.median_time(fn, repeat, slow_s=math.inf)
 
 
 def main():

@@ -64,9 +64,7 @@ def spectrum_operator(n, kappa, device, seed=0):
 
 def wishart_operator(n, device, seed=0):
     """The paper's random SPD test: G G^T / n + 1e-3 I."""
-    g = torch.Generator().manual_seed(seed)
-    G = torch.randn(n, n, generator=g, dtype=torch.float64)
-    A = G @ G.T / n + 1e-3 * torch.eye(n, dtype=torch.float64)
+    A = peers.wishart(n, torch.Generator().manual_seed(seed))
     return dense_op(f"Wishart G G^T/n + 1e-3 I (n {n})", A, device)
 
 
@@ -155,7 +153,7 @@ class Reference:
         self.kappa = float(self.lam.max() / self.lam.min())
 
     def __call__(self, Z):
-        return ((self.Q * self.lam.rsqrt()) @ (self.Q.T @ Z.double().cpu().T)).T
+        return peers.inv_sqrt_from_eigh(self.lam, self.Q, Z.double().cpu())
 
     def error(self, X, Z):
         ref = self(Z)
@@ -163,14 +161,16 @@ class Reference:
 
 
 def measure(run, op, Z, knob, ref, reps):
-    counted = peers.Counter(op.block)
-    op_counted = peers.Operator(op.name, op.n, counted, op.dense64, op.model)
+    last = []  # the Counter of the latest run: products per run, however many runs there were
+
+    def counted_run():
+        last[:] = [peers.Counter(op.block)]
+        return run(peers.Operator(op.name, op.n, last[0], op.dense64, op.model), Z, knob)
+
     with PeakRSS(Z.device) as mem:
-        seconds, X = median_time(lambda: run(op_counted, Z, knob), reps=reps, slow_s=2.0)
-    runs = 1 if seconds > 2.0 else 1 + reps
-    columns = counted.columns // runs
-    return {"knob": knob, "error": ref.error(X, Z), "seconds": seconds, "columns": columns,
-            "peak_mib": mem.mib}
+        seconds, X = median_time(counted_run, reps=reps, slow_s=2.0)
+    return {"knob": knob, "error": ref.error(X, Z), "seconds": seconds,
+            "columns": last[0].columns, "peak_mib": mem.mib}
 
 
 def sweep(name, run, knobs, op, Z, ref, target, reps):

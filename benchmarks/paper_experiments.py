@@ -72,15 +72,14 @@ def limit_threads(threads):
 def wishart(n, seed):
     """A = G G^T / n + 1e-3 I with G standard normal, and one z ~ N(0, I)."""
     g = torch.Generator().manual_seed(seed)
-    G = torch.randn(n, n, generator=g, dtype=torch.float64)
-    A = G @ G.T / n + 1e-3 * torch.eye(n, dtype=torch.float64)
+    A = peers.wishart(n, g)
     return A, torch.randn(1, n, generator=g, dtype=torch.float64)
 
 
 def figure1(n, grid, reps, seed):
     A, z = wishart(n, seed)
     lam, Q = torch.linalg.eigh(A)
-    ref = ((Q * lam.rsqrt()) @ (Q.T @ z.T)).T
+    ref = peers.inv_sqrt_from_eigh(lam, Q, z)
     op = peers.Operator("wishart", n, lambda V: V @ A, lambda: A)
     methods = {
         "fastlanczos": lambda m: peers.fastlanczos_run(op, z, m),
@@ -155,7 +154,7 @@ def dense_reference(net, x, y, z):
     A = peers.materialize(ggn, z.shape[1])
     A.diagonal().add_(PRIOR)
     lam, Q = torch.linalg.eigh(A)
-    return ((Q * lam.rsqrt()) @ (Q.T @ z.double().T)).T
+    return peers.inv_sqrt_from_eigh(lam, Q, z.double())
 
 
 def figure2(nets, N, m_max, dense_max, paper_budget, seed):

@@ -60,6 +60,17 @@ def fastlanczos_run(op, Z, m, backend=""):
             os.environ["FASTLANCZOS_BACKEND"] = old
 
 
+def inv_sqrt_from_eigh(lam, Q, Z):
+    """A^{-1/2} Z for rows Z, from A's eigen-decomposition (lam, Q)."""
+    return ((Q * lam.rsqrt()) @ (Q.T @ Z.T)).T
+
+
+def wishart(n, generator):
+    """The paper's random SPD test matrix: G G^T / n + 1e-3 I, G standard normal, float64."""
+    G = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    return G @ G.T / n + 1e-3 * torch.eye(n, dtype=torch.float64)
+
+
 def dense_eigh_run(op, Z, _knob=None):
     """Materialize A (model operators: n products with identity rows, timed; dense operators:
     the matrix itself), eigh, apply."""
@@ -70,7 +81,7 @@ def dense_eigh_run(op, Z, _knob=None):
     lam, Q = torch.linalg.eigh(A)
     if lam.min() <= 0:
         raise ArithmeticError("dense eigh: A is not positive definite in this dtype")
-    return ((Q * lam.rsqrt()) @ (Q.T @ Z.T)).T
+    return inv_sqrt_from_eigh(lam, Q, Z)
 
 
 def materialize(block, n, dtype=torch.float64, device="cpu", chunk=256):
