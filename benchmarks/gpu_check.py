@@ -2,11 +2,13 @@
 and the end-to-end sampler, and write benchmarks/RESULTS-gpu.md naming the card.
 
     TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/gpu_check.py [--out DIR] [--skip-build]
+    python benchmarks/gpu_check.py --smoke --out /tmp/x   # tiny sizes, any machine (CI runs it)
 
 Tables: tridiag_eigh vs torch.linalg.eigh on the dense T; the fused reorth step vs the same
 step in plain torch ops; inv_sqrt_apply with the extension vs FASTLANCZOS_BACKEND=torch on a
 dense operator and on the Gauss-Newton product of MLPs with 1 to 10 million parameters,
-with the share of time spent outside the operator products, and a host-sync check.
+with the share of time spent outside the operator products (and two correctness checks: the
+backends agree, x' A x = z' z), and a host-sync check.
 """
 
 import argparse
@@ -65,42 +67,23 @@ def run_tests():
     print("\n".join((out.stdout + out.stderr).strip().splitlines()[-15:]))
 
 
-def cuda_time(fn, reps):
-    import torch
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return sorted(times)[len(times) // 2]
-
-
-def kernels():
+def kernels(cfg):
     import torch
     from bench_kernels import bench_eigh, bench_reorth
-    dev = torch.device("cuda")
-    for k in (1, 16, 256, 1024):
-        sizes = [(k, m) for m in (16, 64, 128, 512)]
-        bench_eigh(dev, sizes, 10 if k <= 256 else 3)
-    bench_reorth(dev, [(4, 64, 63, 10**6), (8, 64, 63, 10**6), (8, 64, 63, 10**7)], 10)
+    dev = torch.device(cfg.device)
+    for k in cfg.eigh_k:
+        bench_eigh(dev, [(k, m) for m in cfg.eigh_m], 10 if k <= 256 else 3)
+    bench_reorth(dev, cfg.reorth_sizes, 10)
 
 
-def curvature_blocks():
+def curvature_blocks(cfg):
     script = ROOT / "benchmarks" / "bench_curvature.py"
-    if not script.exists():
-        print("benchmarks/bench_curvature.py not present")
-        return
-    out = subprocess.run([sys.executable, str(script), "--device", "cuda"], cwd=ROOT,
+    out = subprocess.run([sys.executable, str(script), "--device", cfg.device], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     print("\n".join((out.stdout + out.stderr).strip().splitlines()[-20:]))
 
 
-def mlp_ggn(n_hidden, batch=4096, dtype=None):
+def mlp_ggn(n_hidden, device, batch):
     """A Gauss-Newton product J^T H J of a cross-entropy MLP on random MNIST-shaped data,
     written directly with torch.func: one forward (vjp) and a vmapped jvp per block."""
     import torch
@@ -110,11 +93,11 @@ def mlp_ggn(n_hidden, batch=4096, dtype=None):
     layers = []
     for a, b in zip(dims[:-1], dims[1:]):
         layers += [torch.nn.Linear(a, b), torch.nn.Tanh()]
-    model = torch.nn.Sequential(*layers[:-1]).cuda()
+    model = torch.nn.Sequential(*layers[:-1]).to(device)
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     theta = torch.cat([p.detach().flatten() for p in model.parameters()])
-    X = torch.randn(batch, 784, device="cuda")
+    X = torch.randn(batch, 784, device=device)
 
     def logits(flat):
         chunks = torch.split(flat, [s.numel() for s in shapes])
@@ -131,84 +114,138 @@ def mlp_ggn(n_hidden, batch=4096, dtype=None):
     return ggn, theta.numel()
 
 
-def end_to_end():
+def dense_spd(n, device):
     import torch
+    A = torch.randn(n, n, device=device) / n**0.5
+    A = A @ A.T + 0.1 * torch.eye(n, device=device)
+    return (lambda V, A=A: V @ A), n
+
+
+def end_to_end(cfg):
+    """inv_sqrt_apply with the extension vs FASTLANCZOS_BACKEND=torch, float32, fixed m. The
+    share outside the products is 1 - (time of m block products) / (time of the run).
+    Checks: the two backends agree, and x' A x = z' z (x = A^{-1/2} z), one product each."""
+    import torch
+    from bench_kernels import timeit
 
     import fastlanczos as fl
+    dev = torch.device(cfg.device)
+    k, m, shift = cfg.k, cfg.m, 1e-2
     print(f"{'operator':>22} {'n':>10} {'k':>3} {'m':>3} {'ext s':>8} {'torch s':>8} "
-          f"{'speed-up':>8} {'hvp s':>8} {'outside hvp (ext)':>18} {'(torch)':>8}")
-    k, m = 8, 64
-    cases = [("dense 16384", None, 16384)]
-    cases += [("MLP GGN 784-1024-256", (1024, 256), None),
-              ("MLP GGN 784-2048-4096", (2048, 4096), None)]
-    for name, hidden, n in cases:
-        if hidden is None:
-            A = torch.randn(n, n, device="cuda") / n**0.5
-            A = A @ A.T + 0.1 * torch.eye(n, device="cuda")
+          f"{'speed-up':>8} {'hvp s':>8} {'outside hvp (ext)':>18} {'(torch)':>8} "
+          f"{'ext-torch':>9} {'x`Ax/z`z-1':>10}")
+    for name, make in cfg.operators:
+        hvp, n = make(dev)
+        z = torch.randn(k, n, device=dev)
 
-            def hvp(V, A=A):
-                return V @ A
-        else:
-            hvp, n = mlp_ggn(hidden)
-        z = torch.randn(k, n, device="cuda")
-        shift = 1e-2
-
-        def run(z=z, hvp=hvp, shift=shift):
+        def run(z=z, hvp=hvp):
             return fl.inv_sqrt_apply(hvp, z, m, shift=shift, check=False)
 
         os.environ.pop("FASTLANCZOS_BACKEND", None)
-        t_ext = cuda_time(run, 2)
+        t_ext = timeit(run, dev, cfg.reps)
+        x_ext = run()
         os.environ["FASTLANCZOS_BACKEND"] = "torch"
-        t_torch = cuda_time(run, 2)
+        t_torch = timeit(run, dev, cfg.reps)
+        x_torch = run()
         os.environ.pop("FASTLANCZOS_BACKEND", None)
-        t_hvp = cuda_time(lambda z=z, hvp=hvp: [hvp(z) for _ in range(m)], 2)
+        t_hvp = timeit(lambda z=z, hvp=hvp: [hvp(z) for _ in range(m)], dev, cfg.reps)
+        agree = float((x_ext - x_torch).norm() / x_torch.norm())
+        Ax = hvp(x_ext) + shift * x_ext
+        quad = float(((x_ext * Ax).sum(1) / (z * z).sum(1) - 1).abs().max())
         print(f"{name:>22} {n:>10} {k:>3} {m:>3} {t_ext:>8.3f} {t_torch:>8.3f} "
               f"{t_torch / t_ext:>7.2f}x {t_hvp:>8.3f} {1 - t_hvp / t_ext:>17.1%} "
-              f"{1 - t_hvp / t_torch:>8.1%}")
-        del z, hvp
-        torch.cuda.empty_cache()
+              f"{1 - t_hvp / t_torch:>8.1%} {agree:>9.1e} {quad:>10.1e}")
+        del z, hvp, x_ext, x_torch, Ax
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
 
 
-def sync_check():
+def sync_check(cfg):
+    """Zero host synchronizations in a fixed-m run: the CUDA sync debug mode on a GPU, the
+    counting probe of tests/host_sync.py elsewhere."""
     import torch
 
     import fastlanczos as fl
-    A = torch.randn(4096, 4096, device="cuda") / 64
-    A = A @ A.T + 0.1 * torch.eye(4096, device="cuda")
-    z = torch.randn(8, 4096, device="cuda")
-    fl.inv_sqrt_apply(A, z, 16, check=False)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        fl.inv_sqrt_apply(A, z, 64, check=False)
-        print("fixed m = 64, k = 8, check=False: zero host synchronizations (sync debug 'error')")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    hvp, n = dense_spd(cfg.sync_n, cfg.device)
+    z = torch.randn(cfg.k, n, device=cfg.device)
+    fl.inv_sqrt_apply(hvp, z, 16, check=False)  # warm-up: lazy initialization may sync
+    what = f"fixed m = {cfg.m}, k = {cfg.k}, check=False"
+    if cfg.device == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        print(f"{what}: zero host synchronizations (CUDA sync debug mode 'error')")
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from host_sync import HostSyncProbe
+    with HostSyncProbe() as probe:
+        fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+    print(f"{what}: {probe.count} host reads counted by tests/host_sync.py {probe.events}")
+    if probe.count:
+        raise RuntimeError("the fixed-m run reads from the device")
 
 
-def main():
+class Full:
+    """The sizes of the GPU run the issue asks for."""
+    device, k, m, reps, sync_n = "cuda", 8, 64, 2, 4096
+    eigh_k, eigh_m = (1, 16, 256, 1024), (16, 64, 128, 512)
+    reorth_sizes = [(4, 64, 63, 10**6), (8, 64, 63, 10**6), (8, 64, 63, 10**7)]
+    operators = [("dense 16384", lambda dev: dense_spd(16384, dev)),
+                 ("MLP GGN 784-1024-256", lambda dev: mlp_ggn((1024, 256), dev, 4096)),
+                 ("MLP GGN 784-2048-4096", lambda dev: mlp_ggn((2048, 4096), dev, 4096))]
+
+
+class Smoke(Full):
+    """Tiny sizes, any device: checks that the script itself runs (tests/test_gpu_check.py)."""
+    device, k, m, reps, sync_n = "cpu", 4, 8, 1, 64
+    eigh_k, eigh_m = (2,), (8,)
+    reorth_sizes = [(2, 8, 7, 1000)]
+    operators = [("dense 64", lambda dev: dense_spd(64, dev)),
+                 ("MLP GGN 784-8", lambda dev: mlp_ggn((8,), dev, 16))]
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     parser.add_argument("--skip-build", action="store_true")
-    args = parser.parse_args()
-    if not args.skip_build:
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes on the CPU (or CUDA if present), no build, no tests, "
+                             "results only under --out: checks the script, measures nothing")
+    args = parser.parse_args(argv)
+    SECTIONS.clear()
+    cfg = Smoke if args.smoke else Full
+    if not (args.skip_build or args.smoke):
         section("Build (setup.py build_ext --inplace, FORCE_CUDA=1)")(build)
     import torch
-    card = torch.cuda.get_device_name()
+    if args.smoke and torch.cuda.is_available():
+        cfg.device = "cuda"
+    card = torch.cuda.get_device_name() if cfg.device == "cuda" else "none (CPU smoke run)"
     header = (f"# GPU results\n\nCard: {card}; torch {torch.__version__} (CUDA "
               f"{torch.version.cuda}); {time.strftime('%Y-%m-%d')}; produced by "
               "`python benchmarks/gpu_check.py`.\n")
-    section("GPU tests (pytest -k 'cuda or ops or sync')")(run_tests)
-    section("Kernels: tridiag_eigh and the fused reorth step")(kernels)
-    section("End to end: inv_sqrt_apply, k = 8, m = 64, float32")(end_to_end)
-    section("Host synchronization")(sync_check)
-    section("Curvature products: block of k vs k single products")(curvature_blocks)
+    if not args.smoke:
+        section("GPU tests (pytest -k 'cuda or ops or sync')")(run_tests)
+    section("Kernels: tridiag_eigh and the fused reorth step")(lambda: kernels(cfg))
+    section(f"End to end: inv_sqrt_apply, k = {cfg.k}, m = {cfg.m}, float32")(
+        lambda: end_to_end(cfg))
+    section("Host synchronization")(lambda: sync_check(cfg))
+    if not args.smoke:
+        section("Curvature products: block of k vs k single products")(
+            lambda: curvature_blocks(cfg))
     body = "".join(f"\n## {t}\n\n```\n{x}\n```\n" for t, x in SECTIONS)
     # Its own section of the file: compare.py --device cuda writes another one beside it.
     from report import write_section
 
-    for path in {Path(args.out) / "RESULTS-gpu.md", ROOT / "benchmarks" / "RESULTS-gpu.md"}:
+    paths = {Path(args.out) / "RESULTS-gpu.md"}
+    if not args.smoke:
+        paths.add(ROOT / "benchmarks" / "RESULTS-gpu.md")
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_section(path, "gpu_check", header + body)
     print(header)
+    return SECTIONS
 
 
 if __name__ == "__main__":
