@@ -5,6 +5,13 @@ eigenvectors, small residual); reorth_step against reorth.cgs2_step_torch, the r
 defines its semantics.
 """
 
+import ctypes
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -27,9 +34,44 @@ DEVICES = [
 ]
 
 
+# The CUDA kernel's program (csrc/tridiag_team.h) run by one CPU thread: tests/team_serial.cpp.
+SERIAL_TEAM = "gpu-program-on-cpu"
+TRIDIAG_TARGETS = [*DEVICES, SERIAL_TEAM]
+
+
 def _need(device):
-    if not ops.supports(device):
+    if device == SERIAL_TEAM:
+        if _serial_team() is None:
+            pytest.skip("no C++ compiler to build tests/team_serial.cpp")
+    elif not ops.supports(device):
         pytest.skip(f"the extension has no {device} kernels in this build")
+
+
+@functools.cache
+def _serial_team():
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return None
+    out = Path(tempfile.mkdtemp()) / "team_serial.so"
+    src = Path(__file__).parent / "team_serial.cpp"
+    subprocess.run([cxx, "-O2", "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(out)],
+                   check=True)
+    fn = ctypes.CDLL(str(out)).tridiag_eigh_serial_team
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = None
+    return fn
+
+
+def tridiag_eigh_on(target, a, b):
+    """ops.tridiag_eigh on a device, or the GPU kernel's program on the CPU."""
+    if target != SERIAL_TEAM:
+        return ops.tridiag_eigh(a.to(target), b.to(target))
+    a, b = a.double().contiguous(), b.double().contiguous()
+    k, m = a.shape
+    theta, S = a.new_empty(k, m), a.new_empty(k, m, m)
+    _serial_team()(a.data_ptr(), b.data_ptr(), k, m, theta.data_ptr(), S.data_ptr())
+    return theta, S
 
 
 # ---------------------------------------------------------------- tridiagonal test matrices
@@ -94,6 +136,8 @@ def check_eigh(a, b, theta, S, c=4.0):
 
 CASES = {
     "random": lambda k, m, g: random_tridiag(k, m, g),
+    "diagonal": lambda k, m, g: (torch.randn(k, m, generator=g, dtype=torch.float64),
+                                 torch.zeros(k, m - 1, dtype=torch.float64)),
     "graded_down": lambda k, m, g: graded_tridiag(k, m, g),
     "graded_up": lambda k, m, g: graded_tridiag(k, m, g, reverse=True),
     "wilkinson": lambda k, m, g: glued_wilkinson(k, m),
@@ -101,7 +145,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRIDIAG_TARGETS)
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("m", [1, 2, 3, 17, 64, 255, 512])
 def test_tridiag_eigh_matches_lapack(device, case, m):
@@ -111,37 +155,37 @@ def test_tridiag_eigh_matches_lapack(device, case, m):
     gen = torch.Generator().manual_seed(m)
     k = 1 if m >= 255 else 3
     a, b = CASES[case](k, m, gen)
-    theta, S = ops.tridiag_eigh(a.to(device), b.to(device))
+    theta, S = tridiag_eigh_on(device, a, b)
     assert theta.shape == (k, m) and S.shape == (k, m, m)
     assert (theta[:, 1:] >= theta[:, :-1]).all()
     check_eigh(a, b, theta, S)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRIDIAG_TARGETS)
 def test_tridiag_eigh_trivial_sizes(device):
     _need(device)
-    a = torch.tensor([[2.5], [-1.0]], dtype=torch.float64, device=device)
-    b = torch.empty(2, 0, dtype=torch.float64, device=device)
-    theta, S = ops.tridiag_eigh(a, b)
-    assert torch.equal(theta, a)
-    assert torch.equal(S, torch.ones(2, 1, 1, dtype=a.dtype, device=device))
-    theta, S = ops.tridiag_eigh(a[:0], b[:0])
+    a = torch.tensor([[2.5], [-1.0]], dtype=torch.float64)
+    b = torch.empty(2, 0, dtype=torch.float64)
+    theta, S = tridiag_eigh_on(device, a, b)
+    assert torch.equal(theta.cpu(), a)
+    assert torch.equal(S.cpu(), torch.ones(2, 1, 1, dtype=a.dtype))
+    theta, S = tridiag_eigh_on(device, a[:0], b[:0])
     assert theta.shape == (0, 1) and S.shape == (0, 1, 1)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRIDIAG_TARGETS)
 def test_tridiag_eigh_nonfinite_gives_nan(device):
     """A matrix with NaN or inf gets NaN eigenvalues; its neighbours in the batch are unaffected."""
     _need(device)
     a, b = random_tridiag(3, 8, torch.Generator().manual_seed(1))
     a[0, 3] = float("nan")
     b[2, 5] = float("inf")
-    theta, S = ops.tridiag_eigh(a.to(device), b.to(device))
+    theta, S = tridiag_eigh_on(device, a, b)
     assert theta[0].isnan().all() and theta[2].isnan().all()
     check_eigh(a[1:2], b[1:2], theta[1:2], S[1:2])
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRIDIAG_TARGETS)
 def test_tridiag_eigh_splits_exactly(device):
     """Block-diagonal T: every eigenvector lives in one block, with exact zeros elsewhere (the
     Lanczos code pads finished columns this way)."""
@@ -149,7 +193,7 @@ def test_tridiag_eigh_splits_exactly(device):
     a, b = random_tridiag(4, 12, torch.Generator().manual_seed(2))
     b[:, 5] = 0.0
     b[1, 2] = 0.0
-    theta, S = ops.tridiag_eigh(a.to(device), b.to(device))
+    theta, S = tridiag_eigh_on(device, a, b)
     S = S.cpu()
     in_lead = (S[:, :6] != 0).any(1)
     in_tail = (S[:, 6:] != 0).any(1)
