@@ -222,7 +222,7 @@ def main(argv=None):
     if args.smoke and torch.cuda.is_available():
         cfg.device = "cuda"
     card = torch.cuda.get_device_name() if cfg.device == "cuda" else "none (CPU smoke run)"
-    header = (f"# GPU results\n\nCard: {card}; torch {torch.__version__} (CUDA "
+    header = (f"## `benchmarks/gpu_check.py`\n\nCard: {card}; torch {torch.__version__} (CUDA "
               f"{torch.version.cuda}); {time.strftime('%Y-%m-%d')}; produced by "
               "`python benchmarks/gpu_check.py`.\n")
     if not args.smoke:
@@ -234,7 +234,7 @@ def main(argv=None):
     if not args.smoke:
         section("Curvature products: block of k vs k single products")(
             lambda: curvature_blocks(cfg))
-    body = "".join(f"\n## {t}\n\n```\n{x}\n```\n" for t, x in SECTIONS)
+    body = "".join(f"\n### {t}\n\n```\n{x}\n```\n" for t, x in SECTIONS)
     # Its own section of the file: compare.py --device cuda writes another one beside it.
     from report import write_section
 

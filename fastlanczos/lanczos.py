@@ -97,11 +97,12 @@ def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
     t = _Tracker(z, m)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
-    # On the CPU a single vector's step is BLAS matrix-vector work that torch already runs on
-    # every core, while the fused kernel splits one vector only into 64k-element tasks: it is
-    # 0.3-0.7x torch at k = 1 and 1.5-6x from k = 2 on (n 1e3 to 1e6, 2 cores,
-    # benchmarks/bench_kernels.py --only reorth).
-    compiled = use_extension(z.device) and (k >= 2 or z.device.type != "cpu")
+    # On the CPU, one float32 vector's step stays on torch: its BLAS runs float32 SIMD on every
+    # core, while the kernel accumulates in float64 and is 0.7-0.9x at j = 127 (1.2-3x at
+    # j = 31). For float64, or from k = 2 on, the kernel is ahead: k = 1 float64 0.98-2.4x,
+    # k = 2 3-11x (n 1e3 to 1e6, 2 cores, benchmarks/bench_kernels.py --only reorth).
+    compiled = use_extension(z.device) and (
+        k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
     w = None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)

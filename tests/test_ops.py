@@ -236,7 +236,7 @@ def run_both(basis, w, j):
 @pytest.mark.parametrize(
     "k,m,n,j",
     [(1, 1, 10, 0), (3, 5, 1000, 0), (2, 6, 4097, 3), (4, 8, 70001, 7), (2, 40, 3001, 39),
-     (3, 70, 2049, 65)],
+     (3, 70, 2049, 65), (1, 64, 100003, 62)],
 )
 def test_reorth_step_float64_matches_reference(device, k, m, n, j):
     _need(device)
@@ -252,7 +252,8 @@ def test_reorth_step_float64_matches_reference(device, k, m, n, j):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("k,m,n,j", [(2, 8, 5000, 0), (4, 16, 20001, 9), (3, 12, 999, 11)])
+@pytest.mark.parametrize("k,m,n,j", [(2, 8, 5000, 0), (4, 16, 20001, 9), (3, 12, 999, 11),
+                                     (1, 40, 60001, 37)])
 def test_reorth_step_float32_at_least_as_accurate_as_torch(device, k, m, n, j):
     """float32 vectors: our error against a float64 run is at most a small multiple of the
     plain-torch float32 error (our dot products are float64, so usually smaller)."""

@@ -20,12 +20,14 @@
 
 #include "../checks.h"
 #include "../params.h"
+#include "clones.h"
 
 namespace fastlanczos {
 namespace {
 
 constexpr int64_t kChunkBytes = 256 * 1024;  // rows 0..j of one chunk of V: a quarter of L2
 constexpr int64_t kTaskElems = 65536;        // per-task partials stay small next to V
+constexpr int64_t kTasksPerVector = 8;       // where chunks allow: one vector uses every core
 constexpr int kLanes = 8;                    // independent accumulators: lets -O3 vectorize
 
 // sum_t x[t] * y[t] in float64 with kLanes interleaved partial sums (fixed order).
@@ -42,11 +44,46 @@ double dot(const T* x, const U* y, int64_t len) {
   return s;
 }
 
-// acc[t] -= sum_i h[i] * V[i][t] over rows 0..rows-1 of a chunk (row stride n).
+// h[i] += V_i . x for rows i < rows of a chunk (row stride n). Four rows share each pass over
+// x, so x is loaded once per four multiply-adds: one row at a time, the loads of x and the
+// one-row-at-a-time loop overhead made the kernel slower than BLAS's matrix-vector product.
+template <typename T, typename U>
+FL_CPU_CLONES void dot_rows(const T* v, int64_t n, const U* x, int64_t rows, int64_t len, double* h) {
+  constexpr int kRows = 4, kL = 4;  // 16 accumulators: fits the 16 SSE2 registers with room
+  int64_t i = 0;
+  for (; i + kRows <= rows; i += kRows) {
+    double acc[kRows][kL] = {};
+    int64_t t = 0;
+    for (; t + kL <= len; t += kL)
+      for (int u = 0; u < kL; ++u) {
+        const double xu = static_cast<double>(x[t + u]);
+        for (int r = 0; r < kRows; ++r)
+          acc[r][u] += static_cast<double>(v[(i + r) * n + t + u]) * xu;
+      }
+    for (int r = 0; r < kRows; ++r) {
+      for (int64_t tt = t; tt < len; ++tt)
+        acc[r][0] += static_cast<double>(v[(i + r) * n + tt]) * static_cast<double>(x[tt]);
+      h[i + r] += (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+    }
+  }
+  for (; i < rows; ++i) h[i] += dot(v + i * n, x, len);
+}
+
+// acc[t] -= sum_i h[i] * V[i][t] over rows 0..rows-1 of a chunk (row stride n). Four rows per
+// pass over acc, subtracted one after another in row order, so the rounding is that of the
+// row-by-row loop with a quarter of the loads and stores of acc.
 template <typename T>
-void subtract_rows(double* acc, const T* v, int64_t n, const double* h, int64_t rows,
+FL_CPU_CLONES void subtract_rows(double* acc, const T* v, int64_t n, const double* h, int64_t rows,
                    int64_t len) {
-  for (int64_t i = 0; i < rows; ++i) {
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) {
+    const T *v0 = v + i * n, *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
+    const double h0 = h[i], h1 = h[i + 1], h2 = h[i + 2], h3 = h[i + 3];
+    for (int64_t t = 0; t < len; ++t)
+      acc[t] = acc[t] - h0 * static_cast<double>(v0[t]) - h1 * static_cast<double>(v1[t]) -
+               h2 * static_cast<double>(v2[t]) - h3 * static_cast<double>(v3[t]);
+  }
+  for (; i < rows; ++i) {
     const T* vi = v + i * n;
     const double hi = h[i];
     for (int64_t t = 0; t < len; ++t) acc[t] -= hi * static_cast<double>(vi[t]);
@@ -59,7 +96,12 @@ struct Layout {
   explicit Layout(const ReorthParams<T>& p) {
     rows = p.j + 1;
     chunk = std::clamp<int64_t>(kChunkBytes / (rows * int64_t(sizeof(T))), 256, 8192) / 64 * 64;
-    task = (kTaskElems + chunk - 1) / chunk * chunk;
+    // A task is a whole number of chunks, at most ~kTaskElems elements, but small enough that
+    // a single vector (k = 1) splits into kTasksPerVector tasks: torch's matrix-vector
+    // products use every core there, and so must this.
+    const int64_t most = (kTaskElems + chunk - 1) / chunk * chunk;
+    const int64_t even = (p.n + kTasksPerVector - 1) / kTasksPerVector;
+    task = std::clamp<int64_t>((even + chunk - 1) / chunk * chunk, chunk, most);
     ntask = (p.n + task - 1) / task;
   }
 };
@@ -99,7 +141,7 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
 
   // pass 1: h1 = V w
   auto part = over_chunks(p, L, R, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
-    for (int64_t i = 0; i < R; ++i) h[i] += dot(V(b, s) + i * n, W(b, s), len);
+    dot_rows(V(b, s), n, W(b, s), R, len, h);
   });
   std::vector<double> h1(p.k * R), h2(p.k * R);
   for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h1.data() + b * R);
@@ -110,7 +152,7 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
     for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
     subtract_rows(acc, V(b, s), n, h1.data() + b * R, R, len);
     for (int64_t t = 0; t < len; ++t) w[t] = static_cast<T>(acc[t]);
-    for (int64_t i = 0; i < R; ++i) h[i] += dot(V(b, s) + i * n, w, len);
+    dot_rows(V(b, s), n, w, R, len, h);
   });
   for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h2.data() + b * R);
 

@@ -15,14 +15,7 @@
 #include "../checks.h"
 #include "../params.h"
 #include "../tridiag_ql.h"
-
-// gcc on x86-64 Linux: also compile the rotation kernel for AVX2 and pick it at load time, so
-// the wheel stays baseline x86-64. "avx2" does not enable FMA, so both versions round the same.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FL_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define FL_CPU_CLONES
-#endif
+#include "clones.h"
 
 namespace fastlanczos {
 namespace {
