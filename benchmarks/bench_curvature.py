@@ -44,8 +44,11 @@ def main():
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="GGN rows only")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="only this device")
     args = p.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device:
+        devices = [args.device]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, k = {args.k}")
     print(f"{'product (dtype, device)':38s}{'k singles s':>12s}{'block s':>12s}{'speedup':>10s}")
     for device in map(torch.device, devices):

@@ -20,5 +20,5 @@ def test_gpu_check_smoke_run_completes(tmp_path):
     assert not failed, failed
     written = (tmp_path / "RESULTS-gpu.md").read_text()
     for needle in ("tridiag_eigh on", "reorth_step (fused CGS2)", "MLP GGN 784-8",
-                   "0 host reads counted"):
+                   "0 host reads counted", "GGN cached Jacobians"):
         assert needle in written, needle
