@@ -212,6 +212,34 @@ def test_tridiag_eigh_rejects_bad_input(device):
         ops.tridiag_eigh(a.double(), torch.zeros(2, 4, dtype=torch.float64, device=device))
 
 
+@pytest.mark.parametrize("op", ["tridiag_eigh", "reorth_step"])
+def test_cpu_results_do_not_depend_on_threads_or_batch(op):
+    """Reproducible samples: the CPU kernels split work by problem size only, never by the
+    thread count or the other columns of the batch, and add partial sums in a fixed order."""
+    _need("cpu")
+    threads = torch.get_num_threads()
+    a, b = random_tridiag(5, 40, torch.Generator().manual_seed(4))
+    basis0, w0 = make_step(5, 48, 100003, 45, torch.float64, "cpu", seed=4)
+
+    def run(nthreads, rows):
+        torch.set_num_threads(nthreads)
+        try:
+            if op == "tridiag_eigh":
+                return ops.tridiag_eigh(a[rows], b[rows])
+            basis, w = basis0[rows].clone(), w0[rows].clone()
+            alpha, beta = ops.reorth_step(basis, w, 45)
+            return alpha, beta, w, basis[:, 46]
+        finally:
+            torch.set_num_threads(threads)
+
+    every = list(range(5))
+    reference = run(1, every)
+    for nthreads, rows in [(2, every), (3, every), (2, [3]), (1, [1, 3])]:
+        out = run(nthreads, rows)
+        for got, want in zip(out, reference):
+            assert torch.equal(got, want[rows]), (nthreads, rows)
+
+
 # ---------------------------------------------------------------- reorth_step
 
 
