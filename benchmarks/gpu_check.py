@@ -119,6 +119,20 @@ def mlp_ggn(n_hidden, device, batch):
     return ggn, theta.numel()
 
 
+@contextlib.contextmanager
+def backend(value):
+    """FASTLANCZOS_BACKEND set to value (None: unset) inside the block, restored after it."""
+    old = os.environ.pop("FASTLANCZOS_BACKEND", None)
+    if value is not None:
+        os.environ["FASTLANCZOS_BACKEND"] = value
+    try:
+        yield
+    finally:
+        os.environ.pop("FASTLANCZOS_BACKEND", None)
+        if old is not None:
+            os.environ["FASTLANCZOS_BACKEND"] = old
+
+
 def dense_spd(n, device):
     import torch
     A = torch.randn(n, n, device=device) / n**0.5
@@ -146,13 +160,12 @@ def end_to_end(cfg):
         def run(z=z, hvp=hvp):
             return fl.inv_sqrt_apply(hvp, z, m, shift=shift, check=False)
 
-        os.environ.pop("FASTLANCZOS_BACKEND", None)
-        t_ext = timeit(run, dev, cfg.reps)
-        x_ext = run()
-        os.environ["FASTLANCZOS_BACKEND"] = "torch"
-        t_torch = timeit(run, dev, cfg.reps)
-        x_torch = run()
-        os.environ.pop("FASTLANCZOS_BACKEND", None)
+        with backend(None):
+            t_ext = timeit(run, dev, cfg.reps)
+            x_ext = run()
+        with backend("torch"):
+            t_torch = timeit(run, dev, cfg.reps)
+            x_torch = run()
         t_hvp = timeit(lambda z=z, hvp=hvp: [hvp(z) for _ in range(m)], dev, cfg.reps)
         agree = float((x_ext - x_torch).norm() / x_torch.norm())
         Ax = hvp(x_ext) + shift * x_ext
@@ -166,8 +179,13 @@ def end_to_end(cfg):
 
 
 def sync_check(cfg):
-    """Zero host synchronizations in a fixed-m run: the CUDA sync debug mode on a GPU, the
-    counting probe of tests/host_sync.py elsewhere."""
+    """Zero host synchronizations in a fixed-m run with the extension: the CUDA sync debug mode
+    on a GPU, the counting probe of tests/host_sync.py elsewhere."""
+    with backend(None):
+        _sync_check(cfg)
+
+
+def _sync_check(cfg):
     import torch
 
     import fastlanczos as fl

@@ -1,6 +1,8 @@
 """Shared fixtures: devices (CUDA cases skipped visibly without a GPU) and SPD matrices with
 prescribed spectra, the float64 references everything is tested against."""
 
+import os
+
 import pytest
 import torch
 
@@ -9,6 +11,15 @@ DEVICES = [
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="no CUDA device")),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _backend_choice_stays_put():
+    """CI runs the suite twice, once with FASTLANCZOS_BACKEND=torch: a test that changed the
+    variable and left it would silently turn the rest of that run back to the extension."""
+    before = os.environ.get("FASTLANCZOS_BACKEND")
+    yield
+    assert os.environ.get("FASTLANCZOS_BACKEND") == before, "FASTLANCZOS_BACKEND was left changed"
 
 
 @pytest.fixture(params=DEVICES)

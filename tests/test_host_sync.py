@@ -28,6 +28,7 @@ def backend(request, monkeypatch):
     elif not fl.ops.available():
         pytest.skip("extension not built")
     else:  # route the CPU like the GPU: the compiled QL for every m it accepts
+        monkeypatch.delenv("FASTLANCZOS_BACKEND", raising=False)  # also in the torch-forced run
         monkeypatch.setattr(fl.ops, "CPU_QL_MAX_M", fl.ops.TRIDIAG_MAX_M)
     return request.param
 
