@@ -119,20 +119,6 @@ def mlp_ggn(n_hidden, device, batch):
     return ggn, theta.numel()
 
 
-@contextlib.contextmanager
-def backend(value):
-    """FASTLANCZOS_BACKEND set to value (None: unset) inside the block, restored after it."""
-    old = os.environ.pop("FASTLANCZOS_BACKEND", None)
-    if value is not None:
-        os.environ["FASTLANCZOS_BACKEND"] = value
-    try:
-        yield
-    finally:
-        os.environ.pop("FASTLANCZOS_BACKEND", None)
-        if old is not None:
-            os.environ["FASTLANCZOS_BACKEND"] = old
-
-
 def dense_spd(n, device):
     import torch
     A = torch.randn(n, n, device=device) / n**0.5
@@ -146,6 +132,7 @@ def end_to_end(cfg):
     Checks: the two backends agree, and x' A x = z' z (x = A^{-1/2} z), one product each."""
     import torch
     from bench_kernels import timeit
+    from report import forced_backend
 
     import fastlanczos as fl
     dev = torch.device(cfg.device)
@@ -160,10 +147,10 @@ def end_to_end(cfg):
         def run(z=z, hvp=hvp):
             return fl.inv_sqrt_apply(hvp, z, m, shift=shift, check=False)
 
-        with backend(None):
+        with forced_backend(None):
             t_ext = timeit(run, dev, cfg.reps)
             x_ext = run()
-        with backend("torch"):
+        with forced_backend("torch"):
             t_torch = timeit(run, dev, cfg.reps)
             x_torch = run()
         t_hvp = timeit(lambda z=z, hvp=hvp: [hvp(z) for _ in range(m)], dev, cfg.reps)
@@ -181,7 +168,8 @@ def end_to_end(cfg):
 def sync_check(cfg):
     """Zero host synchronizations in a fixed-m run with the extension: the CUDA sync debug mode
     on a GPU, the counting probe of tests/host_sync.py elsewhere."""
-    with backend(None):
+    from report import forced_backend
+    with forced_backend(None):
         _sync_check(cfg)
 
 

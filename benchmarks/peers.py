@@ -11,12 +11,12 @@ Each method's knob is its own accuracy/cost setting:
   dense eigh                        none (materialize A, eigh, apply).
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from report import forced_backend
 
 import fastlanczos as fl
 
@@ -49,15 +49,8 @@ class Counter:
 
 def fastlanczos_run(op, Z, m, backend=""):
     """fastlanczos.inv_sqrt_apply at fixed m; backend="torch" forces the pure-torch path."""
-    old = os.environ.get("FASTLANCZOS_BACKEND")
-    os.environ["FASTLANCZOS_BACKEND"] = backend
-    try:
+    with forced_backend(backend or None):
         return fl.inv_sqrt_apply(op.block, Z, min(m, op.n))
-    finally:
-        if old is None:
-            del os.environ["FASTLANCZOS_BACKEND"]
-        else:
-            os.environ["FASTLANCZOS_BACKEND"] = old
 
 
 def inv_sqrt_from_eigh(lam, Q, Z):

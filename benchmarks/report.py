@@ -1,6 +1,8 @@
-"""Shared bits of the comparison scripts: machine description, timing, peak memory, and
-writing one script's section of a RESULTS file without touching the other sections."""
+"""Shared bits of the comparison scripts: machine description, timing, peak memory, the
+backend switch, and writing one script's section of a RESULTS file without touching the
+other sections."""
 
+import contextlib
 import os
 import platform
 import re
@@ -9,6 +11,21 @@ import threading
 import time
 
 import torch
+
+
+@contextlib.contextmanager
+def forced_backend(value):
+    """FASTLANCZOS_BACKEND set to value ("torch"; None: unset, the extension) inside the block,
+    and put back as it was after it."""
+    old = os.environ.pop("FASTLANCZOS_BACKEND", None)
+    if value is not None:
+        os.environ["FASTLANCZOS_BACKEND"] = value
+    try:
+        yield
+    finally:
+        os.environ.pop("FASTLANCZOS_BACKEND", None)
+        if old is not None:
+            os.environ["FASTLANCZOS_BACKEND"] = old
 
 
 def machine(device="cpu"):

@@ -10,8 +10,8 @@
 //   ql_rotate_row() applies a recorded sweep to one row of the eigenvector matrix. Rows are
 //                   independent, so the GPU gives one per thread; the CPU kernel applies the
 //                   same arithmetic to blocks of rows (tridiag_eigh_cpu.cpp).
-// Delaying the rotations this way (as LAPACK's dlasr does) needs one barrier per sweep, not
-// one per rotation.
+// Delaying the rotations this way (as LAPACK's dlasr does) needs a couple of barriers per
+// sweep (tridiag_team.h), not one per rotation.
 //
 // The eigenvector matrix z is stored column-contiguous: z[c * m + r] is row r of column c, so
 // consecutive GPU threads (rows) touch consecutive addresses.
