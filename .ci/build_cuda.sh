@@ -80,7 +80,7 @@ PYEOF
 
 echo "== dispatcher: every op has a CUDA kernel"
 (cd /tmp && "$PY" -c "
-import torch, fastlanczos.ops as ops
+import torch, fastlanczos.krylov.ops as ops
 assert ops.available(), ops.load_error()
 assert ops.built_with_cuda(), 'extension built without CUDA'
 for op in ('tridiag_eigh', 'reorth_step'):

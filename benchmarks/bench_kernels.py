@@ -15,7 +15,7 @@ from functools import partial
 import torch
 
 from fastlanczos import ops
-from fastlanczos.reorth import cgs2_step_torch
+from fastlanczos.krylov.reorth import cgs2_step_torch
 
 
 def timeit(fn, device, reps, budget_s=2.0):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .laplace import LaplacePosterior
-from .metrics import classification_scores, reliability_bins
+from .laplace.metrics import classification_scores, reliability_bins
 
 PRIOR_GRID = (100.0, 1000.0, 10000.0)
 

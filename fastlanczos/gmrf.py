@@ -13,9 +13,9 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from .adapters import RESTORE, adapt, array_kind, cupy_device, to_torch, torch_dtype
+from .api import funm_apply
 from .errors import LanczosInputError
-from .funm import funm_apply
+from .operators import RESTORE, adapt, array_kind, cupy_device, to_torch, torch_dtype
 
 
 def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtype=None,

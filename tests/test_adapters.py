@@ -196,7 +196,7 @@ def test_cupy_forms_match_dense_and_stay_on_gpu(form, shape):
 
 def test_cupy_z_is_a_zero_copy_view():
     cupy = _cupy()
-    from fastlanczos.adapters import adapt
+    from fastlanczos.operators import adapt
 
     z = cupy.ones((2, N))
     _, zt, restore = adapt(cupy.asarray(_spd().toarray()), z)

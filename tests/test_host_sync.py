@@ -16,7 +16,7 @@ from host_sync import HostSyncProbe
 
 import fastlanczos as fl
 from fastlanczos.curvature import ef_vp, ggn_vp, hessian_vp
-from fastlanczos.funm import _check_steps
+from fastlanczos.krylov.stopping import check_steps as _check_steps
 
 BACKENDS = ["extension", "torch"]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fastlanczos import ops
-from fastlanczos.reorth import cgs2_step_torch
+from fastlanczos.krylov.reorth import cgs2_step_torch
 
 pytestmark = pytest.mark.skipif(
     not ops.available(),

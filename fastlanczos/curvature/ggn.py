@@ -1,18 +1,4 @@
-"""Curvature-vector products of a model's total loss, as batched closures hvp(V).
-
-Each builder returns hvp(V) for V of shape (n,) or (k, n), laid out as
-torch.nn.utils.parameters_to_vector over the chosen parameters (all trainable ones by default,
-or `params=`: names or tensors, in the order given). The output has V's shape, dtype and
-device, so hvp plugs into inv_sqrt_apply as is. The data are swept once per call, whatever k.
-
-The matrix is the curvature of the SUM of per-example losses over the whole data set
-(see fastlanczos.data: a "mean" loss is multiplied by its batch size):
-  ggn_vp      sum_i J_i^T H_i J_i, J_i the Jacobian of example i's outputs, H_i the Hessian of
-              its loss in the outputs (PSD for convex losses; the Fisher for cross-entropy and
-              squared error);
-  hessian_vp  the exact Hessian (may be indefinite);
-  ef_vp       the empirical Fisher sum_i g_i g_i^T of per-example gradients.
-The model is evaluated as it is: put it in eval mode (BatchNorm, dropout) first.
+"""Generalized Gauss-Newton products sum_i J_i^T H_i J_i V of the total loss.
 
 Why a block is cheap: for k vectors the GGN product does not loop over k. Per data chunk it
 forms the per-example output Jacobian J (B, C, n) once (C reverse passes, batched by vmap),
@@ -20,92 +6,15 @@ then J^T H J V^T is two matmuls for all k vectors. That beats k jvp+vjp pairs on
 about C (measured for the digits CNN: crossover near k = 10 with C = 10; at k = 32 the block
 is 2-2.7x faster than 32 single products, see benchmarks/bench_curvature.py), so smaller
 blocks take the jvp+vjp route. With cache=True the Jacobians are kept and every later
-product is two matmuls (10-13x). The empirical Fisher forms per-example gradients G (B, n)
-once per chunk, whatever k. The Hessian has no such structure: its block is vmapped.
+product is two matmuls (10-13x).
 """
 
-import warnings
-
 import torch
-from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
+from torch.func import grad, jacrev, jvp, vjp, vmap
 
-from .data import data_sweep, loss_reduction, move_batch, summed_loss
+from .problem import Problem
 
 JACOBIAN_BUDGET = 2**24  # elements of one chunk's J (128 MiB in float64): bounds memory
-
-
-def select_parameters(model, params=None):
-    """(names, {name: detached tensor}) of the chosen parameters, in the order given."""
-    named = dict(model.named_parameters())
-    if params is None:
-        names = [k for k, p in named.items() if p.requires_grad]
-    else:
-        by_id = {id(p): k for k, p in named.items()}
-        names = []
-        for p in params:
-            name = p if isinstance(p, str) else by_id.get(id(p))
-            if name not in named:
-                raise ValueError(f"params: {p if isinstance(p, str) else 'a tensor'} is not a "
-                                 "parameter of the model")
-            names.append(name)
-        if len(set(names)) != len(names):
-            raise ValueError("params lists a parameter twice")
-    if not names:
-        raise ValueError("the model has no trainable parameters to take the curvature of")
-    return names, {k: named[k].detach() for k in names}
-
-
-def flattener(names, theta):
-    """(to_vec, to_dict) between {name: tensor (*lead, *shape)} and tensors (*lead, n)."""
-    shapes = [theta[k].shape for k in names]
-    sizes = [s.numel() for s in shapes]
-
-    def to_vec(d, lead=0):
-        return torch.cat([d[k].reshape(*d[k].shape[:lead], -1) for k in names], dim=-1)
-
-    def to_dict(v):
-        parts = torch.split(v, sizes, dim=-1)
-        return {k: t.reshape(*v.shape[:-1], *s) for k, t, s in zip(names, parts, shapes)}
-
-    return to_vec, to_dict
-
-
-class _Problem:
-    """The pieces every product needs: parameters, the model as a function, the data."""
-
-    def __init__(self, model, loss_fn, data, params, reduction, batch_size):
-        self.names, self.theta = select_parameters(model, params)
-        self.ref = self.theta[self.names[0]]
-        self.n = sum(t.numel() for t in self.theta.values())
-        self.to_vec, self.to_dict = flattener(self.names, self.theta)
-        self.total = summed_loss(loss_fn, loss_reduction(loss_fn, reduction))
-        self.sweep = data_sweep(data, batch_size)
-        self.model = model
-        if model.training and any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm,
-                                                 torch.nn.Dropout)) for m in model.modules()):
-            warnings.warn("the model is in training mode and has BatchNorm/Dropout layers: "
-                          "call model.eval() so the curvature is that of a fixed function",
-                          stacklevel=3)
-
-    def forward(self, theta, x):
-        return functional_call(self.model, theta, (x,))
-
-    def batches(self):
-        for x, y in self.sweep():
-            yield move_batch(x, y, self.ref)
-
-    def wrap(self, block_product):
-        """hvp(V): casts V to the parameters' dtype/device and back, accepts (n,) or (k, n)."""
-        def hvp(V):
-            if V.shape[-1] != self.n or V.dim() not in (1, 2):
-                raise ValueError(f"hvp expects shape (n,) or (k, n) with n = {self.n}, got "
-                                 f"{tuple(V.shape)}")
-            W = V.reshape(-1, self.n).to(self.ref.device, self.ref.dtype)
-            with torch.no_grad():
-                out = block_product(W)
-            return out.reshape(V.shape).to(V.device, V.dtype)
-        hvp.num_params = self.n
-        return hvp
 
 
 def output_hessian(total, F, y):
@@ -165,7 +74,7 @@ def ggn_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None
     """
     if method not in ("auto", "jacobian", "jvp"):
         raise ValueError(f"method must be 'auto', 'jacobian' or 'jvp', got {method!r}")
-    prob = _Problem(model, loss_fn, data, params, reduction, batch_size)
+    prob = Problem(model, loss_fn, data, params, reduction, batch_size)
     stored = []
 
     def chunks():
@@ -226,88 +135,3 @@ def ggn_diagonal(model, loss_fn, data, *, params=None, reduction=None, batch_siz
     (one sweep, the cost of one block product)."""
     return ggn_vp(model, loss_fn, data, params=params, reduction=reduction,
                   batch_size=batch_size, jacobian_budget=jacobian_budget).diagonal()
-
-
-def hessian_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None,
-               mode="fwd-rev"):
-    """Exact Hessian products of the total loss, the block vmapped per data batch.
-
-    mode "fwd-rev": jvp of the gradient (forward-over-reverse). mode "rev-rev": vjp of the
-    gradient (double backward, as in the paper); the gradient's graph is built once per batch
-    and pulled back for every vector of the block. torch cannot take forward-over-reverse of
-    some losses (mse_loss with reduction="mean" in torch 2.x raises about immutable
-    ZeroTensors); fwd-rev then falls back to rev-rev with a warning.
-    """
-    if mode not in ("fwd-rev", "rev-rev"):
-        raise ValueError(f"mode must be 'fwd-rev' or 'rev-rev', got {mode!r}")
-    prob = _Problem(model, loss_fn, data, params, reduction, batch_size)
-    modes = [mode]
-
-    def batch_product(g, tangents):
-        if modes[0] == "fwd-rev":
-            try:
-                return vmap(lambda t: jvp(g, (prob.theta,), (t,))[1])(tangents)
-            except RuntimeError as err:
-                if "ZeroTensor" not in str(err):
-                    raise
-                warnings.warn("forward-over-reverse failed for this loss; using rev-rev",
-                              stacklevel=4)
-                modes[0] = "rev-rev"
-        _, pull = vjp(g, prob.theta)
-        return vmap(lambda t: pull(t)[0])(tangents)
-
-    def block(V):
-        out = torch.zeros_like(V)
-        tangents = prob.to_dict(V)
-        for x, y in prob.batches():
-            g = grad(lambda th: prob.total(prob.forward(th, x), y))
-            out += prob.to_vec(batch_product(g, tangents), lead=1)
-        return out
-
-    return prob.wrap(block)
-
-
-def per_example_gradients(prob, x, y):
-    """G (B, n): gradient of each example's share of the summed loss, J_i^T dL/dF_i, by one
-    vmapped reverse pass with the loss gradient in the outputs as cotangent."""
-    F = prob.forward(prob.theta, x)
-    r = grad(lambda G: prob.total(G, y))(F)
-
-    def single(theta, xi, ri):
-        return (prob.forward(theta, xi.unsqueeze(0))[0] * ri).sum()
-
-    g = vmap(grad(single), in_dims=(None, 0, 0))(prob.theta, x, r)
-    return prob.to_vec(g, lead=1)
-
-
-def ef_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None):
-    """Empirical Fisher products sum_i g_i g_i^T V: per-example gradients G once per batch,
-    then (V G^T) G for the whole block."""
-    prob = _Problem(model, loss_fn, data, params, reduction, batch_size)
-
-    def block(V):
-        out = torch.zeros_like(V)
-        for x, y in prob.batches():
-            G = per_example_gradients(prob, x, y)
-            out.addmm_(V @ G.T, G)
-        return out
-
-    return prob.wrap(block)
-
-
-def ef_diagonal(model, loss_fn, data, *, params=None, reduction=None, batch_size=None):
-    """The exact diagonal of the empirical Fisher, sum_i g_i**2."""
-    prob = _Problem(model, loss_fn, data, params, reduction, batch_size)
-    with torch.no_grad():
-        d = torch.zeros(prob.n, dtype=prob.ref.dtype, device=prob.ref.device)
-        for x, y in prob.batches():
-            d += per_example_gradients(prob, x, y).square().sum(0)
-    return d
-
-
-def hutchinson_diagonal(hvp, n, *, num_probes=32, generator=None, dtype=torch.float32,
-                        device="cpu"):
-    """Unbiased estimate E[z * A z] of diag(A) with Rademacher probes, one block product."""
-    z = torch.randint(0, 2, (num_probes, n), generator=generator, device=device).to(dtype)
-    z = 2 * z - 1
-    return (z * hvp(z)).mean(0)

@@ -2,7 +2,7 @@
 
 import torch
 
-from .errors import LanczosInputError
+from ..errors import LanczosInputError
 
 # name -> (function of float64 eigenvalues, requirement on the spectrum)
 _NAMED = {

@@ -11,7 +11,7 @@ import torch
 _C = None
 _load_error = None
 try:
-    from . import _C  # noqa: F811  (registers the ops with the dispatcher)
+    from .. import _C  # noqa: F811  (registers the ops with the dispatcher)
 except ImportError as err:  # not built: pure-Python install
     _load_error = err
 

@@ -7,9 +7,9 @@ cuSOLVER), which is the reference the kernel is tested against.
 
 import torch
 
+from ..errors import LanczosInputError, NonFiniteError
 from . import ops
 from .backend import use_extension
-from .errors import LanczosInputError, NonFiniteError
 
 
 def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor):

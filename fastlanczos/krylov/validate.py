@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .errors import LanczosInputError, NonFiniteError, NotPositiveDefiniteError
+from ..errors import LanczosInputError, NonFiniteError, NotPositiveDefiniteError
 
 _ADVICE = ("Add damping / prior precision (the shift= argument adds shift*I), or use a "
            "positive semi-definite curvature such as the Gauss-Newton instead of the Hessian.")

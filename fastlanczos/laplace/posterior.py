@@ -1,22 +1,16 @@
 """Laplace / asymptotic-MLE posteriors N(theta_hat, A^{-1}), sampled by Lanczos.
 
-A = curvature of the total loss (fastlanczos.data's convention) + prior precision. A sample is
-theta_hat + A^{-1/2} z with z ~ N(0, I); only products with A are ever made.
-
-Preconditioning: for any SPD P = R R^T, x = R^{-T} (R^{-1} A R^{-T})^{-1/2} z has covariance
-R^{-T} (R^T A^{-1} R) R^{-1} = A^{-1} exactly, so it is the same distribution; but Lanczos on
-the better-conditioned R^{-1} A R^{-T} converges in fewer products. With P = D diagonal,
-R = D^{1/2} and x = D^{-1/2} (D^{-1/2} A D^{-1/2})^{-1/2} z.
+A = curvature of the total loss (fastlanczos.curvature.data's convention) + prior precision.
+A sample is theta_hat + A^{-1/2} z with z ~ N(0, I); only products with A are ever made.
 """
 
 import copy
-import math
 from typing import NamedTuple
 
 import torch
 from torch.func import functional_call, vmap
 
-from .curvature import (
+from ..curvature import (
     ef_diagonal,
     ef_vp,
     flattener,
@@ -25,15 +19,12 @@ from .curvature import (
     hutchinson_diagonal,
     select_parameters,
 )
-from .data import data_sweep, loss_reduction, move_batch, summed_loss
-from .errors import NotPositiveDefiniteError
-from .funm import inv_sqrt_apply
+from ..curvature.data import data_sweep, loss_reduction, move_batch, summed_loss
+from .sampling import gaussian_sample, with_prior
 
 CLASSIFICATION_LOSSES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss, torch.nn.BCEWithLogitsLoss)
 REGRESSION_LOSSES = (torch.nn.MSELoss, torch.nn.GaussianNLLLoss, torch.nn.L1Loss,
                      torch.nn.SmoothL1Loss, torch.nn.HuberLoss)
-ADVICE = ("the precision matrix must be positive definite: use curvature='ggn' (always PSD), "
-          "or a larger prior_precision")
 
 
 class RegressionPredictive(NamedTuple):
@@ -42,50 +33,6 @@ class RegressionPredictive(NamedTuple):
 
     mean: torch.Tensor
     variance: torch.Tensor
-
-
-def with_prior(hvp, prior):
-    """V -> hvp(V) + prior * V, prior a scalar or a (n,) tensor broadcast over the rows."""
-    return lambda V: hvp(V) + prior * V
-
-
-def gaussian_sample(hvp, z, m, *, tol=None, diagonal=None, reorth="full"):
-    """(x, info): x = A^{-1/2} z, or with a positive diagonal D of a preconditioner,
-    x = D^{-1/2} (D^{-1/2} A D^{-1/2})^{-1/2} z. Both have covariance A^{-1}."""
-    try:
-        if diagonal is None:
-            return inv_sqrt_apply(hvp, z, m, tol=tol, reorth=reorth, return_info=True)
-        s = diagonal.to(z.dtype).rsqrt()
-        y, info = inv_sqrt_apply(lambda V: s * hvp(s * V), z, m, tol=tol, reorth=reorth,
-                                 return_info=True)
-        return s * y, info
-    except NotPositiveDefiniteError as err:
-        raise NotPositiveDefiniteError(f"{err}; {ADVICE}") from err
-
-
-def sample_parameters(theta_mle, fisher_vp, num_data, num_samples, m, *, tol=None,
-                      generator=None, reorth="full", return_info=False):
-    """The paper's theta_mle + (1 / sqrt(p)) I(theta_mle)^{-1/2} z, z ~ N(0, I), p = num_data.
-
-    theta_mle: (n,) tensor or a module (its trainable parameters, flattened); fisher_vp: the
-    per-example Fisher information I as a product V -> I V for V of shape (k, n) (or a dense
-    (n, n) tensor). Returns (num_samples, n) samples of N(theta_mle, I^{-1} / p).
-    From this package's sum-convention products, the per-example Fisher of p examples is
-    e.g. lambda V: ggn_vp(model, nn.CrossEntropyLoss(), data)(V) / p, and the samples are
-    then those of LaplacePosterior(..., prior_precision=0)."""
-    if isinstance(theta_mle, torch.nn.Module):
-        theta_mle = torch.nn.utils.parameters_to_vector(
-            [p for p in theta_mle.parameters() if p.requires_grad])
-    theta_mle = theta_mle.detach()
-    if theta_mle.dim() != 1:
-        raise ValueError(f"theta_mle must be a vector, got shape {tuple(theta_mle.shape)}")
-    if num_data <= 0:
-        raise ValueError(f"num_data must be positive, got {num_data}")
-    z = torch.randn(num_samples, theta_mle.numel(), generator=generator, dtype=theta_mle.dtype,
-                    device=theta_mle.device)
-    x, info = gaussian_sample(fisher_vp, z, m, tol=tol, reorth=reorth)
-    samples = theta_mle + x / math.sqrt(num_data)
-    return (samples, info) if return_info else samples
 
 
 def check_prior(prior_precision, n, like):

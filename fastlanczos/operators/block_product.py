@@ -1,13 +1,14 @@
-"""Turn the user's `hvp` (a callable or a dense matrix) into a checked block product.
+"""The generic check: a callable or a dense torch matrix -> one checked block product.
 
 Inside the library every block is (k, n). The user's callable sees the layout of their z:
 (n,) for a single vector, (k, n) for a block. Every output is checked for shape, dtype and
 device, because a wrong one would otherwise broadcast silently into a wrong answer.
 """
 
+import numpy as np
 import torch
 
-from .errors import LanczosInputError
+from ..errors import LanczosInputError
 
 
 def as_block_matvec(hvp, z: torch.Tensor, shift: float):
@@ -43,6 +44,31 @@ def as_block_matvec(hvp, z: torch.Tensor, shift: float):
 
 def _check_dense(A: torch.Tensor, z: torch.Tensor):
     check_square(A.shape, A.dtype, A.device, z, "dense operator")
+
+
+def not_square(shape):
+    raise LanczosInputError(f"the operator must be a square (n, n) matrix, got shape "
+                            f"{tuple(shape)}")
+
+
+def check_operator(A, z, what, dtype, device=None):
+    """check_square for a foreign operator (SciPy, torch sparse, CuPy) with its own dtype."""
+    if dtype is not None and torch_dtype(dtype) is None:  # e.g. an integer matrix
+        raise LanczosInputError(f"dtype mismatch: the {what} is {dtype}, z is {z.dtype}")
+    check_square(A.shape, torch_dtype(dtype), device, z, what)
+
+
+def torch_dtype(dtype):
+    """torch.float32 / torch.float64 for such a torch, NumPy (CuPy) or string dtype, else None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype if dtype in (torch.float32, torch.float64) else None
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        return None
+    return {"float32": torch.float32, "float64": torch.float64}.get(name)
 
 
 def check_square(shape, dtype, device, z: torch.Tensor, what: str):
