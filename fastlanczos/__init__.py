@@ -16,7 +16,13 @@ from .curvature import (
     hessian_vp,
     hutchinson_diagonal,
 )
-from .errors import LanczosInputError, NonFiniteError, NotPositiveDefiniteError
+from .errors import (
+    LanczosInputError,
+    NonFiniteError,
+    NotPositiveDefiniteError,
+    NotSymmetricError,
+    TridiagonalConvergenceError,
+)
 from .gmrf import sample_gaussian
 from .krylov import FunmInfo, LanczosResult, backend_info, tridiag_eigh
 from .krylov import ops as ops  # fastlanczos.ops.available() etc., as before the layout
@@ -26,7 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FunmInfo", "LanczosInputError", "LanczosResult", "LaplacePosterior", "NonFiniteError",
-    "NotPositiveDefiniteError", "RegressionPredictive", "backend_info", "ef_diagonal", "ef_vp",
+    "NotPositiveDefiniteError", "NotSymmetricError", "RegressionPredictive",
+    "TridiagonalConvergenceError", "backend_info", "ef_diagonal", "ef_vp",
     "funm_apply", "ggn_diagonal", "ggn_vp", "hessian_vp", "hutchinson_diagonal",
     "inv_sqrt_apply", "lanczos", "sample_gaussian", "sample_parameters", "tridiag_eigh",
 ]

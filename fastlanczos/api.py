@@ -12,7 +12,7 @@ from .operators import adapt, as_block_matvec
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-               check_every=4, check=True):
+               check_every=4, check=True, check_symmetry=False):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
@@ -21,12 +21,15 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     (CGS2 against the stored basis) or "none" (three vectors in memory; the basis is
     regenerated in a second pass, so twice the products). check=False skips the final
     validation, so a fixed-m run on a GPU never synchronizes with the host.
+    Failures (a non-positive Ritz value, non-finite numbers, an unsolvable tridiagonal)
+    spend one more product to test whether the operator is symmetric, and raise
+    NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
     """
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
     z2 = check_arguments(z, m, tol, shift, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
     x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
-                         check=check)
+                         check=check, check_symmetry=check_symmetry, single=z.dim() == 1)
     if z.dim() == 1:
         x = x[0]
         info = FunmInfo(*(t[0] for t in info[:-1]), info.products)
@@ -34,10 +37,11 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
 
 
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-                   check_every=4, check=True):
+                   check_every=4, check=True, check_symmetry=False):
     """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
-                      return_info=return_info, check_every=check_every, check=check)
+                      return_info=return_info, check_every=check_every, check=check,
+                      check_symmetry=check_symmetry)
 
 
 def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):

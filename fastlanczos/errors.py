@@ -11,3 +11,11 @@ class NonFiniteError(ValueError):
 
 class NotPositiveDefiniteError(ValueError):
     """A Ritz value is <= 0 where f needs a positive definite operator."""
+
+
+class NotSymmetricError(ValueError):
+    """The operator's products are not those of a symmetric matrix: u^T A v != v^T A u."""
+
+
+class TridiagonalConvergenceError(ValueError):
+    """A tridiagonal eigen-problem could not be solved, by the compiled QL nor by LAPACK."""

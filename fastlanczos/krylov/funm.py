@@ -9,10 +9,21 @@ from typing import NamedTuple
 
 import torch
 
+from ..errors import (
+    NonFiniteError,
+    NotPositiveDefiniteError,
+    NotSymmetricError,
+    TridiagonalConvergenceError,
+)
 from .lanczos import regenerate_three_term, run_lanczos
 from .matfuncs import resolve
 from .stopping import Stopping, check_steps
+from .symmetry import not_symmetric_message, probe_symmetry
 from .validate import check_finite_input, raise_if_invalid
+
+# Failures an asymmetric operator can cause; on any of them one more product tells whether
+# asymmetry is the real cause.
+SYMPTOMS = (NotPositiveDefiniteError, NonFiniteError, TridiagonalConvergenceError)
 
 
 class FunmInfo(NamedTuple):
@@ -32,12 +43,19 @@ class FunmInfo(NamedTuple):
     products: int
 
 
-def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True):
+def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
+               check_symmetry=False, single=False):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
-    (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply."""
+    (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
+    check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
+    takes one vector per call (z was 1-D), which the probe needs to know."""
     name, fn, need = resolve(f)
     if check:
         check_finite_input(z)
+    if check_symmetry:
+        probe = probe_symmetry(matvec, z, single)
+        if not probe.symmetric:
+            raise NotSymmetricError(not_symmetric_message(probe))
     calls = [0]
 
     def counted(V):
@@ -46,16 +64,23 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
 
     state = Stopping(name, fn, need, tol, z.dtype, check)
     schedule = check_steps(m, check_every, tol is not None)
-    result, tracker = run_lanczos(counted, z, m, reorth, state.on_check, schedule.__contains__)
+    try:
+        result, tracker = run_lanczos(counted, z, m, reorth, state.on_check,
+                                      schedule.__contains__)
+        if check:
+            raise_if_invalid(tracker, state, name, need)
+    except SYMPTOMS as err:
+        probe = probe_symmetry(matvec, z, single)
+        if not probe.symmetric:
+            raise NotSymmetricError(f"{not_symmetric_message(probe)}. It showed as: {err}") \
+                from err
+        raise
 
     coeffs = state.y * tracker.znorm.unsqueeze(1)
     if reorth == "full":
         x = torch.bmm(coeffs.to(z.dtype).unsqueeze(1), result.basis).squeeze(1)
     else:
         x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs)
-
-    if check:
-        raise_if_invalid(tracker, state, name, need)
     info = FunmInfo(tracker.steps, state.err, state.err <= state.tol_or_default,
                     tracker.broken, state.min_ritz, calls[0])
     return x, info

@@ -8,6 +8,12 @@ A column is *done* when it reaches an invariant subspace (beta small relative to
 never an absolute threshold) or, in tolerance mode, when its error estimate
 drops below tol. A done column stops growing its tridiagonal; its later basis vectors are
 zeroed so the operator only ever sees finite input.
+
+Scale: sums of squares overflow float64 once entries pass ~1e154 and underflow below
+~1e-154, long before the products themselves do. So the first product fixes a power of two
+c per column that brings ||A v_0|| near 1 (c = 1 inside a wide safe range, so ordinary
+operators run bit for bit as without it); every product is multiplied by c, which is exact,
+and alpha, beta are stored divided by c: T is that of A, the basis is unchanged.
 """
 
 from typing import NamedTuple
@@ -48,7 +54,7 @@ class _Tracker:
         self.tiny = breakdown_factor(z.shape[1], self.eps)
         self.alpha = torch.zeros(k, m, dtype=torch.float64, device=dev)
         self.beta = torch.zeros(k, m, dtype=torch.float64, device=dev)
-        self.znorm = torch.linalg.vector_norm(z, dim=1)
+        self.znorm = safe_norm(z)
         self.done = self.znorm == 0  # a zero column has nothing to build
         self.broken = self.done.clone()
         self.steps = torch.zeros(k, dtype=torch.int64, device=dev)
@@ -57,23 +63,29 @@ class _Tracker:
 
     def start_vector(self, z: torch.Tensor) -> torch.Tensor:
         inv = torch.where(self.done, torch.zeros_like(self.znorm), 1.0 / self.znorm)
-        return z * inv.unsqueeze(1)
+        return z * inv.to(z.dtype).unsqueeze(1)
 
     def saw_output(self, w: torch.Tensor, j: int):
-        """Note ||A v_j|| (float64 accumulation: no overflow) and whether it is finite."""
+        """Scale w = A v_j in place by c (chosen at j = 0, see the module docstring), note
+        ||c A v_j|| and whether it is finite."""
+        if j == 0:
+            self.c = output_scale(w)
+        w.mul_(self.c.to(w.dtype).unsqueeze(1))
         self.wnorm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
         bad = ~torch.isfinite(self.wnorm) & (self.first_nonfinite < 0)
         self.first_nonfinite = torch.where(bad, j, self.first_nonfinite)
 
     def record(self, j: int, a: torch.Tensor, b: torch.Tensor):
-        """Store step j's coefficients; returns the mask of columns that are now done."""
+        """Store step j's coefficients (of c A: stored as those of A); returns the mask of
+        columns that are now done."""
         live = ~self.done
-        self.alpha[:, j] = a
-        self.beta[:, j] = b
+        self.alpha[:, j] = a / self.c
+        self.beta[:, j] = b / self.c
+        a, b = self.alpha[:, j], self.beta[:, j]
         self.steps += live
         size = torch.fmax(a.abs(), b)  # fmax: a NaN here is reported later, not spread
         self.scale = torch.where(live, torch.fmax(self.scale, size), self.scale)
-        breaks = live & (b <= self.tiny * self.wnorm)
+        breaks = live & (b * self.c <= self.tiny * self.wnorm)
         self.broken |= breaks
         self.done |= breaks
         return self.done
@@ -150,14 +162,17 @@ def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs):
     v = t.start_vector(z)
     x = torch.zeros_like(z)
     b = torch.zeros(k, dtype=torch.float64, device=z.device)
+    c = None
     for j in range(m):
         x.add_(coeffs[:, j].to(z.dtype).unsqueeze(1) * v)
         if j + 1 == m:
             break
         w = _fresh(matvec(v), v)
+        c = output_scale(w) if c is None else c  # the first pass's scale: same w_0, same c
+        w.mul_(c.to(w.dtype).unsqueeze(1))
         w.sub_(b.to(z.dtype).unsqueeze(1) * v_prev)
-        w.sub_(alpha[:, j].to(z.dtype).unsqueeze(1) * v)
-        b = beta[:, j]
+        w.sub_((alpha[:, j] * c).to(z.dtype).unsqueeze(1) * v)
+        b = beta[:, j] * c
         v_prev, v = v, _next_vector(w, b, steps <= j + 1)
     return x
 
@@ -177,4 +192,29 @@ def _fresh(w: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
 
 
 def _result(t: _Tracker, basis, w, m) -> LanczosResult:
-    return LanczosResult(basis, t.alpha[:, :m], t.beta[:, : m - 1], w, t.steps)
+    residual = w / t.c.to(w.dtype).unsqueeze(1)  # of A, not of c A
+    return LanczosResult(basis, t.alpha[:, :m], t.beta[:, : m - 1], residual, t.steps)
+
+
+# Inside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT] a float64 sum of n squares neither overflows
+# nor loses the residual's digits to underflow (entries 1e-16 below the largest stay above
+# 2^-1022 when squared), so products there are left as they are.
+SAFE_EXPONENT = 256
+
+
+def output_scale(w: torch.Tensor) -> torch.Tensor:
+    """(k,) float64 powers of two c: 1 where the largest |entry| of a row is in the safe
+    range (or zero, or not finite: reported elsewhere), else 2^-e with e its exponent."""
+    big = torch.linalg.vector_norm(w, ord=float("inf"), dim=1, dtype=torch.float64)
+    safe = (big == 0) | ~torch.isfinite(big) | (
+        (big >= 2.0**-SAFE_EXPONENT) & (big <= 2.0**SAFE_EXPONENT))
+    exponent = torch.frexp(big).exponent
+    return torch.where(safe, 1.0, torch.ldexp(torch.ones_like(big), -exponent))
+
+
+def safe_norm(z: torch.Tensor) -> torch.Tensor:
+    """(k,) float64 row norms that neither overflow nor underflow: the largest entry is
+    divided out first (as LAPACK's dnrm2 does), exactly, by a power of two."""
+    c = output_scale(z)
+    return torch.linalg.vector_norm(z * c.to(z.dtype).unsqueeze(1), dim=1,
+                                    dtype=torch.float64) / c

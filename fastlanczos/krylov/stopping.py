@@ -33,8 +33,25 @@ class Stopping:
         self.y = self.err = self.min_ritz = None
 
     def on_check(self, t, j):
+        self._last = (t, j, self.y, self.err, t.done.clone())  # what repair() needs
+        self._update(t, j, repair=False)
+        if self.tol is None:
+            return False  # fixed m: no decisions, so no host synchronization
+        if self.check:  # the one host sync per check, validation included
+            return bool(raise_if_invalid(t, self, self.name, self.need, also=t.done).all())
+        return bool(t.done.all())
+
+    def repair(self):
+        """Redo the last check with LAPACK for the tridiagonals the compiled QL left unsolved
+        (NaN Ritz values); returns the updated done mask."""
+        t, j, self.y, self.err, done = self._last
+        t.done.copy_(done)
+        self._update(t, j, repair=True)
+        return t.done
+
+    def _update(self, t, j, repair):
         y, theta = solve_projected(self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps,
-                                   t.scale)
+                                   t.scale, repair=repair)
         live = ~t.done
         if self.y is None:
             err = torch.where(t.znorm > 0, 1.0, 0.0).double()  # change from the zero guess
@@ -47,9 +64,5 @@ class Stopping:
             self.err = torch.where(live, err, self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
         self.y, self.min_ritz = y, theta.min(dim=1).values
-        if self.tol is None:
-            return False  # fixed m: no decisions, so no host synchronization
-        t.done |= self.err <= self.tol
-        if self.check:  # the one host sync per check, validation included
-            return bool(raise_if_invalid(t, self, self.name, self.need, also=t.done).all())
-        return bool(t.done.all())
+        if self.tol is not None:
+            t.done |= self.err <= self.tol  # NaN (an unsolved T) never counts as converged

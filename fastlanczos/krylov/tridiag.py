@@ -7,7 +7,7 @@ cuSOLVER), which is the reference the kernel is tested against.
 
 import torch
 
-from ..errors import LanczosInputError, NonFiniteError
+from ..errors import LanczosInputError, NonFiniteError, TridiagonalConvergenceError
 from . import ops
 from .backend import use_extension
 
@@ -28,12 +28,35 @@ def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor):
         raise LanczosInputError("tridiag_eigh needs m >= 1")
     if alpha.device != beta.device:
         raise LanczosInputError(f"alpha is on {alpha.device} but beta on {beta.device}")
+    for name, t in (("alpha", alpha), ("beta", beta)):
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in _INTEGER):
+            raise LanczosInputError(f"tridiag_eigh: {name} must be real (a symmetric "
+                                    f"tridiagonal), got {t.dtype}")
     if not (torch.isfinite(alpha).all() and torch.isfinite(beta).all()):
         raise NonFiniteError("tridiag_eigh: alpha or beta holds NaN or inf")
-    theta, S = tridiag_eigh_unchecked(alpha.double(), beta.double())
-    if torch.isnan(theta).any():
-        raise ArithmeticError("tridiag_eigh: the QL iteration did not converge")
+    alpha, beta = alpha.double(), beta.double()
+    theta, S = with_lapack_fallback(alpha, beta, *tridiag_eigh_unchecked(alpha, beta))
     return (theta[0], S[0]) if single else (theta, S)
+
+
+_INTEGER = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+
+
+def with_lapack_fallback(alpha, beta, theta, S):
+    """Replace the matrices the compiled QL left unsolved (NaN) by LAPACK's answer; reads the
+    device once. A matrix LAPACK cannot solve either is named in the error."""
+    failed = torch.isnan(theta).any(dim=1).nonzero().flatten().tolist()
+    if not failed:
+        return theta, S
+    theta, S = theta.clone(), S.clone()
+    for c in failed:
+        try:
+            theta[c], S[c] = torch.linalg.eigh(dense_tridiagonal(alpha[c], beta[c]))
+        except torch.linalg.LinAlgError as err:
+            raise TridiagonalConvergenceError(
+                f"the eigen-solver did not converge on tridiagonal {c} (of {alpha.shape[0]}, "
+                f"size {alpha.shape[1]}), neither the compiled QL nor LAPACK: {err}") from err
+    return theta, S
 
 
 def tridiag_eigh_unchecked(alpha: torch.Tensor, beta: torch.Tensor):

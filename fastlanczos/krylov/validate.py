@@ -53,21 +53,30 @@ def raise_if_invalid(tracker, state, name, need, also=None):
     """Read the device-side failure records once and raise the first problem found.
 
     `also` (a (k,) tensor) travels in the same device-to-host copy and is returned, so a
-    tolerance check costs one synchronization in all."""
+    tolerance check costs one synchronization in all. Where the compiled QL left a
+    tridiagonal unsolved, state.repair() solves it by LAPACK and the records are read again
+    (a rare path: one more synchronization)."""
     rows = [tracker.first_nonfinite.double(), state.min_ritz, tracker.scale,
-            tracker.steps.double()]
+            tracker.steps.double(), (~torch.isfinite(state.y).all(dim=1)).double()]
     record = torch.stack(rows + ([also.double()] if also is not None else [])).cpu()
-    first_bad, ritz, scale, steps = record[:4]
+    first_bad, ritz, scale, steps, f_bad = record[:5]
     bad = (first_bad >= 0).nonzero()
     if len(bad):
         c = int(bad[0])
         raise NonFiniteError(f"the operator (hvp) returned NaN or inf at Lanczos step "
                              f"{int(first_bad[c])} for column {c}")
     if torch.isnan(ritz).any():
-        raise ArithmeticError("the tridiagonal eigen-solver did not converge")
+        done = state.repair()
+        return raise_if_invalid(tracker, state, name, need,
+                                also=done if also is not None else None)
     if need is not None:
         _check_spectrum(ritz, scale, steps, tracker.eps, name, need)
-    return record[4] if also is not None else None
+    if f_bad.any():
+        c = int(f_bad.nonzero()[0])
+        raise NonFiniteError(f"f={name!r} gave NaN or inf on the Ritz values of column {c} "
+                             f"(smallest {float(ritz[c]):.3e}, after {int(steps[c])} Lanczos "
+                             "steps): f must be finite on the operator's spectrum")
+    return record[5] if also is not None else None
 
 
 def _check_spectrum(ritz, scale, steps, eps, name, need):

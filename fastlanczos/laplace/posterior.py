@@ -135,7 +135,8 @@ class LaplacePosterior:
         differ by orders of magnitude and the prior is weak relative to the data."""
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
-        x, info = gaussian_sample(self.precision_vp, z, m or min(self.n, 200), tol=tol,
+        m = min(self.n, 200) if m is None else m  # m=0 is an error, not the default
+        x, info = gaussian_sample(self.precision_vp, z, m, tol=tol,
                                   diagonal=self._preconditioner(precondition))
         self.last_info = info
         samples = self.theta_hat + x

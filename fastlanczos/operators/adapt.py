@@ -24,8 +24,8 @@ import scipy.sparse.linalg
 import torch
 
 from ..errors import LanczosInputError
-from .arrays import RESTORE, array_kind, identity, is_cupy, to_torch
-from .block_product import check_operator, not_square
+from .arrays import RESTORE, array_kind, identity, is_cupy, kind_name, to_torch
+from .block_product import check_operator, not_square, torch_dtype
 from .cupy_product import cupy_product
 from .scipy_product import scipy_product
 
@@ -35,6 +35,9 @@ def adapt(hvp, z):
     kind = array_kind(z)
     if kind is None:  # not an array we know: the engine's own checks explain what is wrong
         return hvp, z, identity
+    if kind != "torch" and torch_dtype(z.dtype) is None:  # name the caller's own dtype
+        raise LanczosInputError(f"z must be float32 or float64, got a {kind_name(kind)} array "
+                                f"of dtype {z.dtype}")
     z_t, restore = to_torch(z), RESTORE[kind]
     return _operator(hvp, z_t, kind), z_t, restore
 

@@ -25,6 +25,10 @@ def array_kind(x):
     return None
 
 
+def kind_name(kind):
+    return {"numpy": "NumPy", "cupy": "CuPy", "torch": "torch"}[kind]
+
+
 def cupy_device(A):
     """The torch device of a CuPy array or cupyx sparse matrix (None for a LinearOperator:
     sparse matrices keep it on their .data, and an operator's products reveal it)."""
