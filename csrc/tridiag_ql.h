@@ -38,8 +38,18 @@ namespace fastlanczos {
 // in all; random matrices take ~2.3 per row).
 constexpr int kQLSweepsPerRow = 30;
 
-// Unit roundoff, the tolerance of the deflation test (LAPACK's dlamch('E')).
+// Unit roundoff, the tolerance of the deflation tests (LAPACK's dlamch('E')).
 constexpr double kQLRoundoff = DBL_EPSILON / 2;
+// A block is scaled by a power of two (exact) into [kQLScaleMin, kQLScaleMax] before it is
+// iterated on, and its eigenvalues scaled back after. Above: sqrt(DBL_MAX) / 4, so squares and
+// sums of a few squares of entries (safe_hypot, the shift, negligible()) cannot overflow. Below:
+// sqrt(DBL_MIN) / roundoff^2 = 2^-405, so an off-diagonal the absolute floor of negligible()
+// drops (|e| <= sqrt(DBL_MIN)) is below roundoff^2 of the block's norm, and the rotations'
+// products of entries and sines stay normal numbers with all their digits. Without it, a
+// matrix scaled by 2^-996 lost orthogonality to subnormal rounding in the chase.
+constexpr double kQLScaleMin = 0x1p-405;
+constexpr double kQLScaleMax = 0x1p+510;
+constexpr int kQLScaleMinExp = -405, kQLScaleMaxExp = 510;
 
 // sqrt(a^2 + b^2) without overflow or harmful underflow. Written out (not ::hypot) so host and
 // device evaluate the same formula.
@@ -77,15 +87,25 @@ struct QLState {
   int lo, hi;        // current block; lo > hi before the first block
   int l;             // first row of the block whose eigenvalue is not yet isolated
   int sweeps_left;   // of the matrix's budget
+  double unscale;    // multiplies the block's eigenvalues once it is done (a power of two)
   bool flip;
 };
 
-// Relative to the geometric mean of the neighbours (LAPACK's steqr), so a graded matrix
-// (entries spanning many orders of magnitude) splits only where the coupling is below rounding
-// of both, and small eigenvalues keep their relative accuracy; exact zeros always split.
-// Square roots, as the squares may overflow.
-FL_HD inline bool negligible(const double* d, const double* e, int i) {
+// Where the matrix splits into blocks, on the unscaled input. Relative to the geometric mean of
+// the neighbours, so a graded matrix (entries spanning many orders of magnitude) splits only
+// where the coupling is below rounding of both, and small eigenvalues keep their relative
+// accuracy; exact zeros always split. Square roots, as the squares may overflow here.
+FL_HD inline bool splits(const double* d, const double* e, int i) {
   return fabs(e[i]) <= kQLRoundoff * (sqrt(fabs(d[i])) * sqrt(fabs(d[i + 1])));
+}
+
+// Deflation inside a block, which is scaled into the safe range: the same relative test in
+// squares (no square root on the sweep's path), with an absolute floor. The floor lets the
+// iteration finish where entries have fallen into the subnormal range (a graded matrix with
+// base 10 and m = 512 reaches 1e-511): the relative test cannot pass there, as its right side
+// rounds to zero, and the chase cannot shrink a subnormal e any further.
+FL_HD inline bool negligible(const double* d, const double* e, int i) {
+  return e[i] * e[i] <= (kQLRoundoff * kQLRoundoff) * fabs(d[i]) * fabs(d[i + 1]) + DBL_MIN;
 }
 
 FL_HD inline void reverse_block(double* d, double* e, int lo, int hi) {
@@ -109,19 +129,42 @@ FL_HD inline void ql_init(QLState& q, double* d, double* e, int m) {
   q.hi = -1;
   q.l = 0;
   q.sweeps_left = kQLSweepsPerRow * m;
+  q.unscale = 1.0;
   q.flip = false;
   e[m - 1] = 0.0;
+}
+
+// Scales block lo..hi into [kQLScaleMin, kQLScaleMax] by a power of two and returns the
+// factor that undoes it (1 when the block is in range, as nearly every block is).
+FL_HD inline double scale_block(double* d, double* e, int lo, int hi) {
+  double norm = 0.0;
+  for (int i = lo; i <= hi; ++i) norm = fmax(norm, fabs(d[i]));
+  for (int i = lo; i < hi; ++i) norm = fmax(norm, fabs(e[i]));
+  if (norm == 0.0 || (norm >= kQLScaleMin && norm <= kQLScaleMax)) return 1.0;
+  int ex;
+  frexp(norm, &ex);  // 2^(ex - 1) <= norm < 2^ex
+  // Up: norm * 2^k >= 2^(kQLScaleMinExp); down: norm * 2^k < 2^kQLScaleMaxExp. Both factors
+  // and their inverses are normal numbers.
+  const int k = norm > kQLScaleMax ? kQLScaleMaxExp - ex : kQLScaleMinExp + 1 - ex;
+  const double up = ldexp(1.0, k);
+  for (int i = lo; i <= hi; ++i) d[i] *= up;
+  for (int i = lo; i < hi; ++i) e[i] *= up;
+  return ldexp(1.0, -k);
 }
 
 // Starts the next unreduced block after q.hi. Returns false when none is left.
 FL_HD inline bool ql_start_block(QLState& q) {
   if (q.flip) reverse_block(q.d, q.e, q.lo, q.hi);  // put the finished block's values back
+  if (q.unscale != 1.0)
+    for (int i = q.lo; i <= q.hi; ++i) q.d[i] *= q.unscale;
   q.flip = false;
+  q.unscale = 1.0;
   q.lo = q.hi + 1;
   if (q.lo >= q.m) return false;
   q.hi = q.lo;
-  while (q.hi < q.m - 1 && !negligible(q.d, q.e, q.hi)) ++q.hi;
+  while (q.hi < q.m - 1 && !splits(q.d, q.e, q.hi)) ++q.hi;
   q.e[q.hi] = 0.0;
+  if (q.hi > q.lo) q.unscale = scale_block(q.d, q.e, q.lo, q.hi);
   // QL deflates at the top of the block and is accurate when the matrix grows downwards;
   // when the bottom is smaller, run it on the reversed block (LAPACK's steqr picks QR there).
   if (fabs(q.d[q.hi]) < fabs(q.d[q.lo])) {
