@@ -40,13 +40,14 @@ constexpr int kQLSweepsPerRow = 30;
 
 // Unit roundoff, the tolerance of the deflation tests (LAPACK's dlamch('E')).
 constexpr double kQLRoundoff = DBL_EPSILON / 2;
-// A block is scaled by a power of two (exact) into [kQLScaleMin, kQLScaleMax] before it is
-// iterated on, and its eigenvalues scaled back after. Above: sqrt(DBL_MAX) / 4, so squares and
-// sums of a few squares of entries (safe_hypot, the shift, negligible()) cannot overflow. Below:
-// sqrt(DBL_MIN) / roundoff^2 = 2^-405, so an off-diagonal the absolute floor of negligible()
-// drops (|e| <= sqrt(DBL_MIN)) is below roundoff^2 of the block's norm, and the rotations'
-// products of entries and sines stay normal numbers with all their digits. Without it, a
-// matrix scaled by 2^-996 lost orthogonality to subnormal rounding in the chase.
+// A block is scaled by a power of two (exact) so that its largest entry lies in
+// [kQLScaleMin, kQLScaleMax] before it is iterated on, and its eigenvalues are scaled back
+// after (LAPACK's steqr does the same). Above: sqrt(DBL_MAX) / 4, so the square in negligible()
+// cannot overflow, even of entries the sweeps grow to ||T||_2 <= 3 max|entry|, and safe_hypot
+// mostly keeps its fast path. Below: sqrt(DBL_MIN) / roundoff^2 = 2^-405, so the absolute floor
+// of negligible() (it drops |e| <= sqrt(DBL_MIN)) is below roundoff^2 of the block's norm, and
+// the values the chase divides by stay clear of the subnormal range: unscaled, W21 times 2^-996
+// lost orthogonality (|S^T S - I| ~ 8e-2) to c and s computed from subnormal f and g.
 constexpr double kQLScaleMin = 0x1p-405;
 constexpr double kQLScaleMax = 0x1p+510;
 constexpr int kQLScaleMinExp = -405, kQLScaleMaxExp = 510;
@@ -202,6 +203,8 @@ FL_HD inline int ql_begin_sweep(QLState& q, QLChase& w) {
     if (--q.sweeps_left < 0) return -1;
 
     // Wilkinson shift from the leading 2x2 block, then the implicit QL sweep from mm up to l.
+    // g stays finite: |e[l]| > sqrt(DBL_MIN) = 2^-511, or negligible() would have split it off,
+    // and the entries are below 3 * 2^510, so |g| < 2^1023 and g + copysign(r, g) ~ 2g fits.
     double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
     const double r = safe_hypot(g, 1.0);
     w.g = d[mm] - d[l] + e[l] / (g + copysign(r, g));
