@@ -95,9 +95,11 @@ struct QLState {
 // Where the matrix splits into blocks, on the unscaled input. Relative to the geometric mean of
 // the neighbours, so a graded matrix (entries spanning many orders of magnitude) splits only
 // where the coupling is below rounding of both, and small eigenvalues keep their relative
-// accuracy; exact zeros always split. Square roots, as the squares may overflow here.
+// accuracy; exact zeros always split. Square roots, as the squares may overflow here; the
+// arithmetic mean bounds the geometric one, so a coupling above it needs no square root.
 FL_HD inline bool splits(const double* d, const double* e, int i) {
-  return fabs(e[i]) <= kQLRoundoff * (sqrt(fabs(d[i])) * sqrt(fabs(d[i + 1])));
+  const double a = fabs(d[i]), b = fabs(d[i + 1]), x = fabs(e[i]);
+  return x <= kQLRoundoff * (a + b) && x <= kQLRoundoff * (sqrt(a) * sqrt(b));
 }
 
 // Deflation inside a block, which is scaled into the safe range: the same relative test in
