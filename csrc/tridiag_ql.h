@@ -30,8 +30,27 @@
 
 namespace fastlanczos {
 
-// Per eigenvalue, as in tql2: a matrix that needs more sweeps is reported as not converged.
-constexpr int kQLMaxSweepsPerEigenvalue = 30;
+// Sweep budget of a whole matrix, 30 per row as in LAPACK's steqr; a matrix that needs more
+// is reported as not converged. The budget is shared, not per eigenvalue (as in tql2): where
+// the Wilkinson shift degenerates (a graded matrix whose leading 2x2 blocks are singular keeps
+// its shift at ~0) the first eigenvalue converges linearly, in ~m/2 sweeps, but the sweeps
+// that isolate it isolate many others too (m = 512: 310 sweeps for the first eigenvalue, 655
+// in all; random matrices take ~2.3 per row).
+constexpr int kQLSweepsPerRow = 30;
+
+// Unit roundoff, the tolerance of the deflation tests (LAPACK's dlamch('E')).
+constexpr double kQLRoundoff = DBL_EPSILON / 2;
+// A block is scaled by a power of two (exact) so that its largest entry lies in
+// [kQLScaleMin, kQLScaleMax] before it is iterated on, and its eigenvalues are scaled back
+// after (LAPACK's steqr does the same). Above: sqrt(DBL_MAX) / 4, so the square in negligible()
+// cannot overflow, even of entries the sweeps grow to ||T||_2 <= 3 max|entry|, and safe_hypot
+// mostly keeps its fast path. Below: sqrt(DBL_MIN) / roundoff^2 = 2^-405, so the absolute floor
+// of negligible() (it drops |e| <= sqrt(DBL_MIN)) is below roundoff^2 of the block's norm, and
+// the values the chase divides by stay clear of the subnormal range: unscaled, W21 times 2^-996
+// lost orthogonality (|S^T S - I| ~ 8e-2) to c and s computed from subnormal f and g.
+constexpr double kQLScaleMin = 0x1p-405;
+constexpr double kQLScaleMax = 0x1p+510;
+constexpr int kQLScaleMinExp = -405, kQLScaleMaxExp = 510;
 
 // sqrt(a^2 + b^2) without overflow or harmful underflow. Written out (not ::hypot) so host and
 // device evaluate the same formula.
@@ -66,16 +85,30 @@ struct QLState {
   double* d;
   double* e;
   int m;
-  int lo, hi;  // current block; lo > hi before the first block
-  int l;       // first row of the block whose eigenvalue is not yet isolated
-  int iter;    // sweeps spent on d[l]
+  int lo, hi;        // current block; lo > hi before the first block
+  int l;             // first row of the block whose eigenvalue is not yet isolated
+  int sweeps_left;   // of the matrix's budget
+  double unscale;    // multiplies the block's eigenvalues once it is done (a power of two)
   bool flip;
 };
 
+// Where the matrix splits into blocks, on the unscaled input. Relative to the geometric mean of
+// the neighbours, so a graded matrix (entries spanning many orders of magnitude) splits only
+// where the coupling is below rounding of both, and small eigenvalues keep their relative
+// accuracy; exact zeros always split. Square roots, as the squares may overflow here; the
+// arithmetic mean bounds the geometric one, so a coupling above it needs no square root.
+FL_HD inline bool splits(const double* d, const double* e, int i) {
+  const double a = fabs(d[i]), b = fabs(d[i + 1]), x = fabs(e[i]);
+  return x <= kQLRoundoff * (a + b) && x <= kQLRoundoff * (sqrt(a) * sqrt(b));
+}
+
+// Deflation inside a block, which is scaled into the safe range: the same relative test in
+// squares (no square root on the sweep's path), with an absolute floor. The floor lets the
+// iteration finish where entries have fallen into the subnormal range (a graded matrix with
+// base 10 and m = 512 reaches 1e-511): the relative test cannot pass there, as its right side
+// rounds to zero, and the chase cannot shrink a subnormal e any further.
 FL_HD inline bool negligible(const double* d, const double* e, int i) {
-  // Relative test, so graded matrices (entries spanning many orders of magnitude) split only
-  // where the coupling is below rounding of its neighbours; exact zeros always split.
-  return fabs(e[i]) <= DBL_EPSILON * (fabs(d[i]) + fabs(d[i + 1]));
+  return e[i] * e[i] <= (kQLRoundoff * kQLRoundoff) * fabs(d[i]) * fabs(d[i + 1]) + DBL_MIN;
 }
 
 FL_HD inline void reverse_block(double* d, double* e, int lo, int hi) {
@@ -98,20 +131,43 @@ FL_HD inline void ql_init(QLState& q, double* d, double* e, int m) {
   q.lo = 0;
   q.hi = -1;
   q.l = 0;
-  q.iter = 0;
+  q.sweeps_left = kQLSweepsPerRow * m;
+  q.unscale = 1.0;
   q.flip = false;
   e[m - 1] = 0.0;
+}
+
+// Scales block lo..hi into [kQLScaleMin, kQLScaleMax] by a power of two and returns the
+// factor that undoes it (1 when the block is in range, as nearly every block is).
+FL_HD inline double scale_block(double* d, double* e, int lo, int hi) {
+  double norm = 0.0;
+  for (int i = lo; i <= hi; ++i) norm = fmax(norm, fabs(d[i]));
+  for (int i = lo; i < hi; ++i) norm = fmax(norm, fabs(e[i]));
+  if (norm == 0.0 || (norm >= kQLScaleMin && norm <= kQLScaleMax)) return 1.0;
+  int ex;
+  frexp(norm, &ex);  // 2^(ex - 1) <= norm < 2^ex
+  // Up: norm * 2^k >= 2^(kQLScaleMinExp); down: norm * 2^k < 2^kQLScaleMaxExp. Both factors
+  // and their inverses are normal numbers.
+  const int k = norm > kQLScaleMax ? kQLScaleMaxExp - ex : kQLScaleMinExp + 1 - ex;
+  const double up = ldexp(1.0, k);
+  for (int i = lo; i <= hi; ++i) d[i] *= up;
+  for (int i = lo; i < hi; ++i) e[i] *= up;
+  return ldexp(1.0, -k);
 }
 
 // Starts the next unreduced block after q.hi. Returns false when none is left.
 FL_HD inline bool ql_start_block(QLState& q) {
   if (q.flip) reverse_block(q.d, q.e, q.lo, q.hi);  // put the finished block's values back
+  if (q.unscale != 1.0)
+    for (int i = q.lo; i <= q.hi; ++i) q.d[i] *= q.unscale;
   q.flip = false;
+  q.unscale = 1.0;
   q.lo = q.hi + 1;
   if (q.lo >= q.m) return false;
   q.hi = q.lo;
-  while (q.hi < q.m - 1 && !negligible(q.d, q.e, q.hi)) ++q.hi;
+  while (q.hi < q.m - 1 && !splits(q.d, q.e, q.hi)) ++q.hi;
   q.e[q.hi] = 0.0;
+  if (q.hi > q.lo) q.unscale = scale_block(q.d, q.e, q.lo, q.hi);
   // QL deflates at the top of the block and is accurate when the matrix grows downwards;
   // when the bottom is smaller, run it on the reversed block (LAPACK's steqr picks QR there).
   if (fabs(q.d[q.hi]) < fabs(q.d[q.lo])) {
@@ -119,7 +175,6 @@ FL_HD inline bool ql_start_block(QLState& q) {
     q.flip = true;
   }
   q.l = q.lo;
-  q.iter = 0;
   return true;
 }
 
@@ -145,12 +200,13 @@ FL_HD inline int ql_begin_sweep(QLState& q, QLChase& w) {
     while (mm < q.hi && !negligible(d, e, mm)) ++mm;
     if (mm == l) {  // d[l] is isolated
       ++q.l;
-      q.iter = 0;
       continue;
     }
-    if (++q.iter > kQLMaxSweepsPerEigenvalue) return -1;
+    if (--q.sweeps_left < 0) return -1;
 
     // Wilkinson shift from the leading 2x2 block, then the implicit QL sweep from mm up to l.
+    // g stays finite: |e[l]| > sqrt(DBL_MIN) = 2^-511, or negligible() would have split it off,
+    // and the entries are below 3 * 2^510, so |g| < 2^1023 and g + copysign(r, g) ~ 2g fits.
     double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
     const double r = safe_hypot(g, 1.0);
     w.g = d[mm] - d[l] + e[l] / (g + copysign(r, g));
