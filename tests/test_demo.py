@@ -14,13 +14,14 @@ needs_demo_extra = pytest.mark.skipif(
 @needs_demo_extra
 def test_demo_runs_and_saves_reliability_diagram(tmp_path, capsys):
     out = tmp_path / "rel.png"
-    code = main(["demo", "--epochs", "1", "--samples", "4", "--grid-samples", "2",
-                 "--m", "20", "--out", str(out)])
+    code = main(["demo", "--epochs", "1", "--samples", "10", "--grid-samples", "10",
+                 "--m", "20", "--probes", "6", "--sketch", "6", "--probe-steps", "8",
+                 "--grid-steps", "8", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
     for word in ("MAP", "Laplace", "accuracy", "NLL", "ECE", "Brier", "samples/s",
-                 "block products", "prior precision"):
+                 "block products", "prior precision", "marginal likelihood", "rotated", "AUROC"):
         assert word in text
 
 

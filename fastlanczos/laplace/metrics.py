@@ -27,3 +27,30 @@ def classification_scores(probs, labels, bins=15):
         "ece": ((acc - conf).abs() * count).sum().item() / count.sum().item(),
         "brier": (probs - onehot).square().sum(-1).mean().item(),
     }
+
+
+def predictive_entropy(probs):
+    """(B,) entropy of each row of class probabilities (nats); 0 * log 0 taken as 0."""
+    p = probs.double()
+    return -(p * p.clamp_min(1e-300).log()).sum(-1)
+
+
+def auroc(negative, positive):
+    """Area under the ROC curve of scores separating `positive` from `negative` (e.g. the
+    predictive entropy of out- vs in-distribution inputs): P(score_pos > score_neg) + 1/2
+    P(equal), by the rank statistic (Mann-Whitney U) with tied scores given their mean rank."""
+    neg, pos = negative.double().flatten().cpu(), positive.double().flatten().cpu()
+    if neg.numel() == 0 or pos.numel() == 0:
+        raise ValueError("auroc needs at least one score of each kind")
+    scores = torch.cat([neg, pos])
+    if not torch.isfinite(scores).all():
+        raise ValueError("auroc: scores must be finite")
+    order = scores.argsort()
+    values, counts = torch.unique_consecutive(scores[order], return_counts=True)
+    ends = counts.cumsum(0).double()
+    mean_rank = ends - (counts.double() - 1) / 2  # 1-based mean rank of each tie group
+    ranks = torch.empty_like(scores)
+    ranks[order] = mean_rank.repeat_interleave(counts)
+    n_pos, n_neg = pos.numel(), neg.numel()
+    u = ranks[neg.numel():].sum().item() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)

@@ -5,10 +5,8 @@ A sample is theta_hat + A^{-1/2} z with z ~ N(0, I); only products with A are ev
 """
 
 import copy
-from typing import NamedTuple
 
 import torch
-from torch.func import functional_call, vmap
 
 from ..curvature import (
     ef_diagonal,
@@ -20,19 +18,13 @@ from ..curvature import (
     select_parameters,
 )
 from ..curvature.data import data_sweep, loss_reduction, move_batch, summed_loss
+from . import marglik
+from .predictive import check_choices, predict
 from .sampling import gaussian_sample, with_prior
 
 CLASSIFICATION_LOSSES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss, torch.nn.BCEWithLogitsLoss)
 REGRESSION_LOSSES = (torch.nn.MSELoss, torch.nn.GaussianNLLLoss, torch.nn.L1Loss,
                      torch.nn.SmoothL1Loss, torch.nn.HuberLoss)
-
-
-class RegressionPredictive(NamedTuple):
-    """Monte-Carlo predictive of a regression model: mean and variance of the outputs over
-    parameter samples (the model's epistemic part; add the observation noise yourself)."""
-
-    mean: torch.Tensor
-    variance: torch.Tensor
 
 
 def check_prior(prior_precision, n, like):
@@ -103,6 +95,11 @@ class LaplacePosterior:
         self.precision_vp = with_prior(self.curvature_vp, self.prior_precision)
         self._curvature_diagonal = []  # computed once, shared by with_prior_precision copies
         self.last_info = None
+        # for the marginal likelihood (marglik.py): the loss at theta_hat and the probe runs on
+        # the curvature, computed once and shared by with_prior_precision copies
+        self._loss_args = (loss_fn, data, reduction, batch_size)
+        self._marglik_cache = {}
+        self.optimize_info = None
 
     def with_prior_precision(self, prior_precision):
         """The same posterior with another prior precision, sharing the curvature (and its
@@ -157,26 +154,45 @@ class LaplacePosterior:
                              f"({self.n},)")
         return d
 
-    def predictive(self, x, num_samples=32, samples=None, chunk=16, **sample_kwargs):
-        """Monte-Carlo predictive at inputs x, averaged over parameter samples (drawn here,
-        or given as (S, n)), vmapped over samples in chunks of `chunk`.
+    def predictive(self, x, num_samples=32, pred_type="glm", link_approx=None, samples=None,
+                   chunk=16, **sample_kwargs):
+        """The posterior predictive at inputs x from parameter samples (drawn here with
+        sample(num_samples, **sample_kwargs), or given as (S, n)), vmapped in chunks.
 
-        classification: class probabilities (B, C) (sigmoid for BCEWithLogitsLoss, else a
-        softmax over the last dimension). regression: RegressionPredictive(mean, variance)."""
+        pred_type: "glm" (default; the linearized network f(x, theta_hat) + J(x) (theta_s -
+        theta_hat), one jvp per sample) or "nn" (the sampled networks themselves).
+        link_approx (classification): "probit" (the default for glm) or "mc" (average of
+        softmaxes, sigmoid for BCEWithLogitsLoss; the only choice for nn).
+        Returns class probabilities (B, C), or for regression RegressionPredictive(mean,
+        variance). See fastlanczos.laplace.predictive."""
         if samples is None:
+            check_choices(pred_type, link_approx)  # fail before spending the sampling run
             samples = self.sample(num_samples, **sample_kwargs)
-        x = move_batch(x, x, self.theta_hat)[0]
-        outs = []
-        with torch.no_grad():
-            for part in samples.split(chunk):
-                outs.append(vmap(lambda t: functional_call(self.model, self._to_dict(t),
-                                                           (x,)))(part))
-        out = torch.cat(outs)
-        if self.likelihood == "regression":
-            return RegressionPredictive(out.mean(0), out.var(0, unbiased=False))
-        if self._sigmoid:
-            return out.sigmoid().mean(0)
-        return out.softmax(-1).mean(0)
+        return predict(self, x, samples, pred_type, link_approx, chunk)
+
+    def log_marginal_likelihood(self, prior_precision=None, **quadrature):
+        """Marglik(value, stderr): the Laplace log marginal likelihood at prior_precision
+        (default: this posterior's), log p(D | theta_hat) - (1/2) [sum_i p_i theta_hat_i^2 -
+        sum_i log p_i + log det A] up to a constant, laplace-torch's convention (see
+        fastlanczos.laplace.marglik). log det A by stochastic Lanczos quadrature; stderr is
+        its standard error over the probes. A scalar prior reuses one cached probe run on the
+        curvature for every value. quadrature: probes=32, sketch=32, steps=80, seed=0."""
+        return marglik.log_marginal_likelihood(self, prior_precision, **quadrature)
+
+    def optimize_prior_precision(self, method="marglik", **kwargs):
+        """This posterior with its prior precision chosen (a with_prior_precision copy); the
+        copy's .optimize_info is a PriorInfo (method, prior, objective, stderr, seconds,
+        products, grid).
+
+        method="marglik": the scalar delta maximizing log_marginal_likelihood, from the cached
+        probe run (no products after it), within bounds=(1e-6, 1e8); per_layer=True then
+        refines one delta per parameter tensor by MacKay's fixed point of the gradient
+        (iterations=3 fresh probe runs, since a per-layer prior is no scalar shift).
+        method="gridsearch": the scalar delta in grid (default logspace(-2, 4, 25)) with the
+        least NLL on val=(x_val, y_val) of the predictive (pred_type, link_approx,
+        num_samples=32); all grid points' samples come from one Lanczos run.
+        Also: probes, sketch, steps, seed (the quadrature), chunk (the predictive)."""
+        return marglik.optimize_prior_precision(self, method, **kwargs)
 
 
 def _check_first_batch(model, loss_fn, data, reduction, batch_size, like):
