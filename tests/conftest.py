@@ -13,15 +13,6 @@ settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True
 settings.register_profile("long", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-try:  # the property tests' budgets: HYPOTHESIS_PROFILE=long for a thorough run
-    from hypothesis import settings
-
-    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
-    settings.register_profile("long", max_examples=1000, deadline=None)
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-except ImportError:  # test_lanczos_properties.py and test_tridiag_hard.py then fail to import
-    pass
-
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
