@@ -35,7 +35,13 @@ def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor):
     if not (torch.isfinite(alpha).all() and torch.isfinite(beta).all()):
         raise NonFiniteError("tridiag_eigh: alpha or beta holds NaN or inf")
     alpha, beta = alpha.double(), beta.double()
-    theta, S = with_lapack_fallback(alpha, beta, *tridiag_eigh_unchecked(alpha, beta))
+    try:
+        solved = tridiag_eigh_unchecked(alpha, beta)
+    except torch.linalg.LinAlgError as err:  # the torch path: LAPACK itself gave up
+        raise TridiagonalConvergenceError(
+            f"the eigen-solver did not converge on a tridiagonal of the batch (k = "
+            f"{alpha.shape[0]}, size {alpha.shape[1]}): {err}") from err
+    theta, S = with_lapack_fallback(alpha, beta, *solved)
     return (theta[0], S[0]) if single else (theta, S)
 
 
