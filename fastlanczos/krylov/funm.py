@@ -17,7 +17,7 @@ from ..errors import (
 )
 from .lanczos import regenerate_three_term, run_lanczos
 from .matfuncs import resolve
-from .stopping import Stopping, check_steps
+from .stopping import Stopping
 from .symmetry import not_symmetric_message, probe_symmetry
 from .validate import check_finite_input, raise_if_invalid
 
@@ -29,8 +29,11 @@ SYMPTOMS = (NotPositiveDefiniteError, NonFiniteError, TridiagonalConvergenceErro
 class FunmInfo(NamedTuple):
     """Per-column diagnostics (tensors on z's device; 0-dim for a single vector z).
 
-    steps: size of each column's tridiagonal; error_estimate: relative change of x between
-    the last two checks (0 where an invariant subspace made the answer exact);
+    steps: size of each column's tridiagonal; error_estimate: with tol, the estimated
+    relative error of the returned x (from the decay of its last one-step changes, see
+    krylov/stopping.py; where that is not yet available, the change between the last two
+    sparse checks, which is the earlier iterate's error); without tol, the relative change
+    of x over the last check_every steps; 0 where an invariant subspace made x exact;
     converged: error_estimate <= tol (without tol: <= sqrt(eps) of z's dtype);
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;
     products: number of block operator products made."""
@@ -44,11 +47,12 @@ class FunmInfo(NamedTuple):
 
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
-               check_symmetry=False, single=False):
+               check_symmetry=False, single=False, rule="current"):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
     (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
     check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
-    takes one vector per call (z was 1-D), which the probe needs to know."""
+    takes one vector per call (z was 1-D), which the probe needs to know. rule="previous":
+    the old stopping rule, for benchmarks (krylov/stopping.py)."""
     name, fn, need = resolve(f)
     if check:
         check_finite_input(z)
@@ -62,11 +66,9 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
         calls[0] += 1
         return matvec(V)
 
-    state = Stopping(name, fn, need, tol, z.dtype, check)
-    schedule = check_steps(m, check_every, tol is not None)
+    state = Stopping(name, fn, need, tol, z.dtype, check, m, check_every, rule)
     try:
-        result, tracker = run_lanczos(counted, z, m, reorth, state.on_check,
-                                      schedule.__contains__)
+        result, tracker = run_lanczos(counted, z, m, reorth, state.on_check, state.check_at)
         if check:
             raise_if_invalid(tracker, state, name, need)
     except SYMPTOMS as err:

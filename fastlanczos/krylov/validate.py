@@ -52,13 +52,14 @@ def check_finite_input(z2):
 def raise_if_invalid(tracker, state, name, need, also=None):
     """Read the device-side failure records once and raise the first problem found.
 
-    `also` (a (k,) tensor) travels in the same device-to-host copy and is returned, so a
+    `also` (a (k,) or (r, k) tensor) travels in the same device-to-host copy and is returned, so
     tolerance check costs one synchronization in all. Where the compiled QL left a
     tridiagonal unsolved, state.repair() solves it by LAPACK and the records are read again
     (a rare path: one more synchronization)."""
     rows = [tracker.first_nonfinite.double(), state.min_ritz, tracker.scale,
             tracker.steps.double(), (~torch.isfinite(state.y).all(dim=1)).double()]
-    record = torch.stack(rows + ([also.double()] if also is not None else [])).cpu()
+    extra = [] if also is None else list(also.double().reshape(-1, rows[0].shape[0]))
+    record = torch.stack(rows + extra).cpu()
     first_bad, ritz, scale, steps, f_bad = record[:5]
     bad = (first_bad >= 0).nonzero()
     if len(bad):
@@ -76,7 +77,7 @@ def raise_if_invalid(tracker, state, name, need, also=None):
         raise NonFiniteError(f"f={name!r} gave NaN or inf on the Ritz values of column {c} "
                              f"(smallest {float(ritz[c]):.3e}, after {int(steps[c])} Lanczos "
                              "steps): f must be finite on the operator's spectrum")
-    return record[5] if also is not None else None
+    return (record[5] if also.dim() == 1 else record[5:]) if also is not None else None
 
 
 def _check_spectrum(ritz, scale, steps, eps, name, need):
