@@ -7,7 +7,6 @@ import torch
 from conftest import spd_from_spectrum
 
 import fastlanczos as fl
-from fastlanczos.krylov.stopping import check_steps as _check_steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -44,5 +43,5 @@ def test_tolerance_mode_synchronizes_once_per_check(problem):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = sum("synchroniz" in str(w.message) for w in caught)
-    checks = len(_check_steps(200, 4, True) & set(range(int(info.products))))
+    checks = int(info.products)  # the adaptive schedule checks at most every step
     assert 1 <= syncs <= checks, (syncs, checks)

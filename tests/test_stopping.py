@@ -1,0 +1,126 @@
+"""The tolerance stop against the oracle: the smallest m whose iterate meets tol.
+
+Each column's exact f(A) z comes from a float64 eigh; the oracle m from one full Lanczos
+basis (x_m = ||z|| V_m f(T_m) e_1 for every m). The rule must never stop with an error
+above tol, and should stop within 1.05x of the oracle. Slack (stated): columns whose
+oracle is under 40 steps may stop up to WINDOW_MIN + 4 steps late, since the fit needs a
+window of one-step changes (krylov/stopping.py); above that, ceil(1.05 oracle) + 2 steps
+on these spectra, a little more at tol 1e-3 on kappa 1e3, where the decay is slowest and
+each step gains only ~5% (measured: 1.09-1.10x there; benchmarks/bench_stopping.py).
+"""
+
+import math
+
+import pytest
+import torch
+from conftest import dense_funm, spd_from_spectrum
+
+import fastlanczos as fl
+from fastlanczos.krylov.matfuncs import resolve
+from fastlanczos.krylov.stopping import WINDOW_MIN, fit_estimate
+
+FNS = {"inv_sqrt": torch.rsqrt, "sqrt": torch.sqrt, "inv": torch.reciprocal,
+       "exp": torch.exp, "log": torch.log}
+
+SPECTRA = {
+    "logspace": lambda n: torch.logspace(-3, 0, n),
+    "clustered": lambda n: torch.cat([1 + 1e-3 * torch.rand(n - 10, generator=torch.Generator()
+                                                            .manual_seed(0)),
+                                      torch.linspace(5, 50, 10)]),
+    "outliers": lambda n: torch.cat([torch.linspace(1, 2, n - 4),
+                                     torch.tensor([1e-2, 1e-1, 10.0, 30.0])]),
+}
+
+
+def error_curve(A, z, f, m):
+    """(k, m) relative error of the m-step iterate, for every m, from one basis."""
+    fn = resolve(f)[1]
+    r = fl.lanczos(A, z, m)
+    ref = dense_funm(A, z, FNS[f])
+    errs = []
+    for j in range(1, m + 1):
+        theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, : j - 1])
+        y = (S * (fn(theta) * S[:, 0, :]).unsqueeze(1)).sum(-1)
+        x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
+        errs.append((x - ref).norm(dim=1) / ref.norm(dim=1))
+    return torch.stack(errs, 1), ref
+
+
+def allowed(oracle, tol):
+    if oracle < 40:
+        return oracle + WINDOW_MIN + 4
+    return math.ceil(1.05 * oracle) + (2 if tol < 1e-3 else 12)
+
+
+CASES = [("logspace", "inv_sqrt"), ("logspace", "log"), ("logspace", "sqrt"),
+         ("clustered", "inv"), ("clustered", "exp"), ("outliers", "inv_sqrt"),
+         ("outliers", "log")]
+
+
+@pytest.mark.parametrize("spectrum,f", CASES)
+def test_stop_never_above_tol_and_near_the_oracle(spectrum, f):
+    n, m = 400, 260
+    A, _ = spd_from_spectrum(SPECTRA[spectrum](n), seed=1)
+    z = torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    curve, ref = error_curve(A, z, f, m)
+    for tol in (1e-3, 1e-6, 1e-9):
+        x, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True)
+        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        for c in range(3):
+            meets = (curve[c] <= tol).nonzero()
+            if not len(meets):
+                continue
+            oracle, stop = int(meets[0]) + 1, int(info.steps[c])
+            assert err[c] <= tol, (spectrum, f, tol, c, float(err[c]), oracle, stop)
+            assert stop <= allowed(oracle, tol), (spectrum, f, tol, c, oracle, stop)
+            assert bool(info.converged[c]) and info.error_estimate[c] <= tol
+
+
+def test_float32_at_tol_1e3(device):
+    n, m = 400, 200
+    A, _ = spd_from_spectrum(torch.logspace(-3, 0, n), seed=3)
+    z = torch.randn(4, n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    curve, ref = error_curve(A, z, "inv_sqrt", m)
+    x, info = fl.inv_sqrt_apply(A.float().to(device), z.float().to(device), m, tol=1e-3,
+                                return_info=True)
+    err = (x.cpu().double() - ref).norm(dim=1) / ref.norm(dim=1)
+    for c in range(4):
+        oracle = int((curve[c] <= 1e-3).nonzero()[0]) + 1
+        assert err[c] <= 1e-3 and int(info.steps[c]) <= allowed(oracle, 1e-3)
+
+
+def test_callable_f_and_backends_agree(monkeypatch):
+    n = 300
+    A, _ = spd_from_spectrum(torch.logspace(-2, 0, n), seed=5)
+    z = torch.randn(2, n, dtype=torch.float64)
+    ref = dense_funm(A, z, lambda t: t**1.5)
+    x1, i1 = fl.funm_apply(A, z, lambda t: t**1.5, n, tol=1e-8, return_info=True)
+    monkeypatch.setenv("FASTLANCZOS_BACKEND", "torch")
+    x2, i2 = fl.funm_apply(A, z, lambda t: t**1.5, n, tol=1e-8, return_info=True)
+    for x in (x1, x2):
+        assert ((x - ref).norm(dim=1) / ref.norm(dim=1) <= 1e-8).all()
+    assert (i1.steps - i2.steps).abs().max() <= 2
+
+
+def test_fit_estimate_of_a_geometric_sequence():
+    rho = 0.8
+    changes = (0.1 * rho ** torch.arange(10.0)).double().unsqueeze(0)
+    est, slope = fit_estimate(changes, floor=1e-13)
+    # the remaining sum of a geometric series: D_last rho / (1 - rho)
+    assert torch.allclose(slope.exp(), torch.tensor([rho], dtype=torch.float64))
+    assert torch.allclose(est, changes[:, -1] * rho / (1 - rho))
+    flat, _ = fit_estimate(torch.full((1, 8), 1e-3, dtype=torch.float64), floor=1e-13)
+    assert torch.isinf(flat).all()  # no decay: never stop on it
+    noise, _ = fit_estimate(torch.full((1, 8), 1e-15, dtype=torch.float64), floor=1e-13)
+    assert torch.allclose(noise, torch.tensor([8e-15], dtype=torch.float64))
+
+
+def test_columns_stop_independently():
+    n = 300
+    A, _ = spd_from_spectrum(torch.logspace(-3, 0, n), seed=6)
+    Q = torch.linalg.eigh(A).eigenvectors
+    z = torch.stack([Q[:, -5:].sum(1), torch.randn(n, dtype=torch.float64)])  # 5-dim + full
+    x, info = fl.inv_sqrt_apply(A, z, n, tol=1e-6, return_info=True)
+    assert int(info.steps[0]) <= 6 < int(info.steps[1])
+    ref = dense_funm(A, z, torch.rsqrt)
+    assert ((x - ref).norm(dim=1) / ref.norm(dim=1) <= 1e-6).all()
