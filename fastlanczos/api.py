@@ -5,14 +5,18 @@ CuPy, NumPy) into one checked block product and runs the Krylov engine (fastlanc
 on z as a (k, n) block.
 """
 
-from .krylov import FunmInfo, funm_block
+from .krylov import funm_block
 from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
+from .krylov.precondition import preconditioned
+from .krylov.progress import make_progress
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
+from .operators.diagonal import operator_diagonal
+from .precondition import choose_preconditioner
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-               check_every=4, check=True, check_symmetry=False):
+               check_every=4, check=True, check_symmetry=False, progress=False):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
@@ -24,24 +28,78 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     Failures (a non-positive Ritz value, non-finite numbers, an unsolvable tridiagonal)
     spend one more product to test whether the operator is symmetric, and raise
     NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
+    progress=True shows a tqdm bar (steps, products, error estimate).
     """
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
     z2 = check_arguments(z, m, tol, shift, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
-    x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
-                         check=check, check_symmetry=check_symmetry, single=z.dim() == 1)
-    if z.dim() == 1:
-        x = x[0]
-        info = FunmInfo(*(t[0] for t in info[:-1]), info.products)
+    x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
+                   progress)
     return (restore(x), info) if return_info else restore(x)
 
 
+def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, progress,
+         pre=None):
+    bar = make_progress(progress, m * (2 if reorth == "none" else 1))
+    try:
+        x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
+                             check=check, check_symmetry=check_symmetry, single=z.dim() == 1,
+                             progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if pre is not None:
+        info = info._replace(preconditioner_rank=pre.rank, preconditioner_products=pre.products)
+    if z.dim() == 1:
+        x = x[0]
+        info = info._replace(**{f: getattr(info, f)[0] for f in info._fields[:5]})
+    return x, info
+
+
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-                   check_every=4, check=True, check_symmetry=False):
+                   check_every=4, check=True, check_symmetry=False, progress=False):
     """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
                       return_info=return_info, check_every=check_every, check=check,
-                      check_symmetry=check_symmetry)
+                      check_symmetry=check_symmetry, progress=progress)
+
+
+def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
+                   return_info=False, check_every=4, check=True, check_symmetry=False,
+                   progress=False):
+    """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
+    N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
+    (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
+    distribution, another draw, and Lanczos runs on the better-conditioned G A G.
+
+    precondition: None (default), "nystrom" (a randomized Nystrom sketch of hvp, rank="auto";
+    fastlanczos.nystrom_preconditioner), "auto" (that sketch, kept only where its model of the
+    spectrum predicts fewer products than none; a flat spectrum such as a GMRF's gives none),
+    "diag" (the operator's diagonal plus shift, for dense and sparse matrices), a positive (n,)
+    tensor d (P = diag(d)), or an object from nystrom_preconditioner (anything with
+    root(V) -> G V on (k, n) rows, G symmetric positive definite). A sketch assumes hvp is
+    positive semi-definite (a curvature) with shift the prior floor.
+    tol applies to the preconditioned iterate y (x = G y): x's relative error is tol times
+    at most ||G|| ||y|| / ||G y||, which is ~1 when the rank is small against n.
+    Other arguments, errors and info as funm_apply; info.preconditioner_rank and
+    info.preconditioner_products report the sketch's rank and the vector products it cost.
+    """
+    hvp_user = hvp
+    hvp, z, restore = adapt(hvp, z)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    shift = float(shift)
+    matvec = as_block_matvec(hvp, z, shift)
+    pre = choose_preconditioner(precondition, as_block_matvec(hvp, z2, 0.0), z2, shift, tol,
+                                diagonal=lambda: operator_diagonal(hvp_user, z2))
+    if pre is None:
+        x, info = _run(matvec, z, z2, "inv_sqrt", m, tol, reorth, check_every, check,
+                       check_symmetry, progress)
+        return (restore(x), info) if return_info else restore(x)
+    y, info = _run(preconditioned(matvec, pre), z, z2, "inv_sqrt", m, tol, reorth,
+                   check_every, check, check_symmetry, progress, pre)
+    x = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
+    x = x if z.dim() == 2 else x[0]
+    return (restore(x), info) if return_info else restore(x)
 
 
 def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):
