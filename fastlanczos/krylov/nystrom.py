@@ -12,6 +12,18 @@ import torch
 from ..errors import NotPositiveDefiniteError
 
 
+def orthonormal_rows(g):
+    """Rows spanning g's, orthonormal, by Cholesky QR done twice (CholQR2): two small Gram
+    matrices instead of Householder QR, which on a tall (n, r) block ran 0.2 s at n = 22500,
+    r = 16 (more than the 16 sparse products it prepares). Gaussian rows are well conditioned,
+    where CholQR2 is as accurate as Householder."""
+    for _ in range(2):
+        gram = (g @ g.T).double()
+        chol = torch.linalg.cholesky(gram)
+        g = torch.linalg.solve_triangular(chol, g.double(), upper=False).to(g.dtype)
+    return g.contiguous()
+
+
 class NystromSketch:
     """Rows Omega (r, n) orthonormal and Y = B Omega (rows, (r, n)); eigen() gives (U, lam).
 
@@ -37,7 +49,7 @@ class NystromSketch:
                         device=self.device).to(self.dtype)
         for _ in range(2):  # twice is enough: the new rows are orthogonal to the old ones
             g -= (g @ self.omega.T) @ self.omega
-        q = torch.linalg.qr(g.T).Q.T.contiguous()  # (extra, n), orthonormal rows
+        q = orthonormal_rows(g)
         y = self.matvec(q)
         self.products += extra
         self.omega = torch.cat([self.omega, q])
