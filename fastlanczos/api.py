@@ -6,7 +6,7 @@ on z as a (k, n) block.
 """
 
 from .krylov import FunmInfo, funm_block
-from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
+from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_partial, lanczos_three_term
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
 
@@ -18,7 +18,9 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
     eigenvalues. m: the most Lanczos steps. tol: stop once every column's estimated relative
     error is below tol (checked every few steps, one host sync per check). reorth: "full"
-    (CGS2 against the stored basis) or "none" (three vectors in memory; the basis is
+    (CGS2 against the stored basis every step), "partial" (the stored basis, Gram-Schmidt only
+    at the steps where Simon's omega recurrence estimates orthogonality lost past sqrt(eps))
+    or "none" (three vectors in memory; the basis is
     regenerated in a second pass, so twice the products). check=False skips the final
     validation, so a fixed-m run on a GPU never synchronizes with the host.
     Failures (a non-positive Ritz value, non-finite numbers, an unsolvable tridiagonal)
@@ -55,6 +57,8 @@ def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):
     matvec = as_block_matvec(hvp, z, float(shift))
     if reorth == "full":
         result, _ = lanczos_full(matvec, z2, m, None, None)
+    elif reorth == "partial":
+        result, _ = lanczos_partial(matvec, z2, m, None, None)
     else:
         result, _ = lanczos_three_term(matvec, z2, m, None, None, keep_basis=True)
     result = LanczosResult(*(t[0] for t in result)) if z.dim() == 1 else result

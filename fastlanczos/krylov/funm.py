@@ -77,7 +77,7 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
         raise
 
     coeffs = state.y * tracker.znorm.unsqueeze(1)
-    if reorth == "full":
+    if reorth != "none":  # the basis is stored
         x = torch.bmm(coeffs.to(z.dtype).unsqueeze(1), result.basis).squeeze(1)
     else:
         x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs)

@@ -22,7 +22,8 @@ import torch
 
 from . import ops
 from .backend import use_extension
-from .reorth import cgs2_step_torch, three_term_step_torch
+from .orthogonality import OmegaEstimate
+from .reorth import cgs2_step_torch, masked_cgs_step_torch, three_term_step_torch
 
 
 def breakdown_factor(n: int, eps: float) -> float:
@@ -101,6 +102,8 @@ def run_lanczos(matvec, z: torch.Tensor, m: int, reorth: str = "full", on_check=
     """
     if reorth == "full":
         return lanczos_full(matvec, z, m, on_check, check_at)
+    if reorth == "partial":
+        return lanczos_partial(matvec, z, m, on_check, check_at)
     return lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis=False)
 
 
@@ -127,6 +130,40 @@ def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
         if on_check is not None and check_at(j) and on_check(t, j):
             m = j + 1
             break
+    return _result(t, basis[:, :m], w, m), t
+
+
+def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
+    """Partial reorthogonalization (Simon 1984): the three-term update every step, and
+    Gram-Schmidt against the stored basis only for the columns whose estimated loss of
+    orthogonality (orthogonality.OmegaEstimate) passed sqrt(eps), decided on the device.
+    The tracker gains .reorth_count (k,): steps each column was reorthogonalized at."""
+    k, n = z.shape
+    t = _Tracker(z, m)
+    omega = OmegaEstimate(k, m, z.dtype, z.device)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
+    basis[:, 0] = t.start_vector(z)
+    # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
+    compiled = use_extension(z.device) and (
+        k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+    zero = torch.zeros_like(z[:, 0], dtype=torch.float64)
+    b, w = zero, None
+    for j in range(m):
+        w = _fresh(matvec(basis[:, j]), basis)
+        t.saw_output(w, j)
+        v_prev = basis[:, j - 1] if j else torch.zeros_like(w)
+        a, b = three_term_step_torch(basis[:, j], v_prev, b, w)
+        passes = omega.passes(j, a, b, ~t.done)
+        step = (ops.reorth_step_masked if compiled and j < ops.REORTH_MAX_ROWS
+                else masked_cgs_step_torch)
+        h, b = step(basis, w, passes, j)  # basis[:, j+1] = w / b
+        done = t.record(j, a + h, b)
+        if j + 1 < m:
+            basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
+        if on_check is not None and check_at(j) and on_check(t, j):
+            m = j + 1
+            break
+    t.reorth_count = omega.count
     return _result(t, basis[:, :m], w, m), t
 
 

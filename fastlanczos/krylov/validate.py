@@ -37,8 +37,9 @@ def check_arguments(z, m, tol, shift, reorth, check_every):
         raise LanczosInputError(f"tol must be a positive finite number or None, got {tol!r}")
     if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
         raise LanczosInputError(f"shift must be a finite number, got {shift!r}")
-    if reorth not in ("full", "none"):
-        raise LanczosInputError(f"reorth must be 'full' or 'none', got {reorth!r}")
+    if reorth not in ("full", "partial", "none"):
+        raise LanczosInputError(
+            f"reorth must be 'full', 'partial' or 'none', got {reorth!r}")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise LanczosInputError(f"check_every must be a positive int, got {check_every!r}")
     return z.unsqueeze(0) if z.dim() == 1 else z
