@@ -7,7 +7,7 @@ Layers, imports pointing down: krylov/ (the engine: tensors and block products),
 (posteriors); api.py joins the first two into the public calls. This file only re-exports.
 """
 
-from .api import funm_apply, inv_sqrt_apply, lanczos
+from .api import funm_apply, inv_root_apply, inv_sqrt_apply, lanczos
 from .curvature import (
     ef_diagonal,
     ef_vp,
@@ -27,6 +27,7 @@ from .gmrf import sample_gaussian
 from .krylov import FunmInfo, LanczosResult, backend_info, tridiag_eigh
 from .krylov import ops as ops  # fastlanczos.ops.available() etc., as before the layout
 from .laplace import LaplacePosterior, RegressionPredictive, sample_parameters
+from .precondition import nystrom_preconditioner
 
 __version__ = "0.1.0"
 
@@ -35,5 +36,6 @@ __all__ = [
     "NotPositiveDefiniteError", "NotSymmetricError", "RegressionPredictive",
     "TridiagonalConvergenceError", "backend_info", "ef_diagonal", "ef_vp",
     "funm_apply", "ggn_diagonal", "ggn_vp", "hessian_vp", "hutchinson_diagonal",
-    "inv_sqrt_apply", "lanczos", "sample_gaussian", "sample_parameters", "tridiag_eigh",
+    "inv_root_apply", "inv_sqrt_apply", "lanczos", "nystrom_preconditioner", "sample_gaussian",
+    "sample_parameters", "tridiag_eigh",
 ]

@@ -5,14 +5,21 @@ CuPy, NumPy) into one checked block product and runs the Krylov engine (fastlanc
 on z as a (k, n) block.
 """
 
-from .krylov import FunmInfo, funm_block
+import torch
+
+from .krylov import funm_block
+from .krylov.budget import plan
 from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
+from .krylov.precondition import preconditioned
+from .krylov.progress import make_progress
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
+from .operators.diagonal import operator_diagonal
+from .precondition import choose_preconditioner
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-               check_every=4, check=True, check_symmetry=False):
+               check_every=4, check=True, check_symmetry=False, progress=False):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
@@ -24,24 +31,109 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     Failures (a non-positive Ritz value, non-finite numbers, an unsolvable tridiagonal)
     spend one more product to test whether the operator is symmetric, and raise
     NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
+    progress=True shows a tqdm bar (steps, products, error estimate).
     """
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
     z2 = check_arguments(z, m, tol, shift, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
-    x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
-                         check=check, check_symmetry=check_symmetry, single=z.dim() == 1)
-    if z.dim() == 1:
-        x = x[0]
-        info = FunmInfo(*(t[0] for t in info[:-1]), info.products)
+    x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
+                   progress)
     return (restore(x), info) if return_info else restore(x)
 
 
+def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, progress,
+         pre=None):
+    bar = make_progress(progress, m * (2 if reorth == "none" else 1))
+    try:
+        x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
+                             check=check, check_symmetry=check_symmetry, single=z.dim() == 1,
+                             progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if pre is not None:
+        info = info._replace(preconditioner_rank=pre.rank, preconditioner_products=pre.products)
+    if z.dim() == 1:
+        x = x[0]
+        info = info._replace(**{f: getattr(info, f)[0] for f in info._fields[:5]})
+    return x, info
+
+
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-                   check_every=4, check=True, check_symmetry=False):
+                   check_every=4, check=True, check_symmetry=False, progress=False):
     """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
                       return_info=return_info, check_every=check_every, check=check,
-                      check_symmetry=check_symmetry)
+                      check_symmetry=check_symmetry, progress=progress)
+
+
+def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
+                   return_info=False, check_every=4, check=True, check_symmetry=False,
+                   progress=False, memory_budget=None):
+    """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
+    N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
+    (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
+    distribution, another draw, and Lanczos runs on the better-conditioned G A G.
+
+    precondition: None (default), "nystrom" (a randomized Nystrom sketch of hvp, rank="auto";
+    fastlanczos.nystrom_preconditioner), "auto" (that sketch, kept only where its model of the
+    spectrum predicts fewer products than none; a flat spectrum such as a GMRF's gives none),
+    "diag" (the operator's diagonal plus shift, for dense and sparse matrices), a positive (n,)
+    tensor d (P = diag(d)), or an object from nystrom_preconditioner (anything with
+    root(V) -> G V on (k, n) rows, G symmetric positive definite). A sketch assumes hvp is
+    positive semi-definite (a curvature) with shift the prior floor.
+    tol applies to the preconditioned iterate y (x = G y): x's relative error is tol times
+    at most ||G|| ||y|| / ||G y||, which is ~1 when the rank is small against n.
+    memory_budget: bytes for the run's own allocations (the basis, the work vectors, a
+    preconditioner's U; not the operator's memory): the rows of z run in chunks whose basis
+    fits, or two-pass (reorth="none", O(n) per sample, twice the products) when not even one
+    sample's basis fits (krylov/budget.py); info.memory_plan says what was chosen.
+    Other arguments, errors and info as funm_apply; info.preconditioner_rank and
+    info.preconditioner_products report the sketch's rank and the vector products it cost.
+    """
+    hvp_user = hvp
+    hvp, z, restore = adapt(hvp, z)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    shift = float(shift)
+    k, n = z2.shape
+    itemsize = z2.element_size()
+    plan(k, n, m, itemsize, memory_budget, reorth)  # a bad budget fails before any product
+    matvec = as_block_matvec(hvp, z, shift)
+    rank_cap = None if memory_budget is None else int(memory_budget // (4 * n * itemsize))
+    pre = choose_preconditioner(precondition, _sketch_product(hvp, z), z2, shift, tol,
+                                diagonal=lambda: operator_diagonal(hvp_user, z2),
+                                max_rank=rank_cap)
+    held = pre.u.numel() * itemsize if hasattr(pre, "u") else 0
+    chosen = plan(k, n, m, itemsize, memory_budget, reorth, fixed=held)
+    op = matvec if pre is None else preconditioned(matvec, pre)
+    parts = []
+    for start in range(0, k, chosen.chunk):
+        rows = z2[start:start + chosen.chunk]
+        parts.append(_run(op, z, rows, "inv_sqrt", m, tol, chosen.reorth, check_every, check,
+                          check_symmetry, progress, pre))
+    y, info = parts[0] if len(parts) == 1 else _joined(parts)
+    info = info._replace(memory_plan=chosen.describe(k))
+    if pre is not None:
+        y = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
+        y = y if z.dim() == 2 else y[0]
+    return (restore(y), info) if return_info else restore(y)
+
+
+def _sketch_product(hvp, z):
+    """The unshifted block product for a sketch: blocks even when z (and so the user's
+    callable) is a single vector."""
+    if z.dim() == 2:
+        return as_block_matvec(hvp, z, 0.0)
+    single = as_block_matvec(hvp, z, 0.0)
+    return lambda V: torch.cat([single(v.unsqueeze(0)) for v in V])
+
+
+def _joined(parts):
+    """One (x, FunmInfo) from the chunks' (their rows in order; products add up)."""
+    xs, infos = zip(*parts)
+    first = infos[0]
+    fields = {f: torch.cat([getattr(i, f) for i in infos]) for f in first._fields[:5]}
+    return torch.cat(xs), first._replace(products=sum(i.products for i in infos), **fields)
 
 
 def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):

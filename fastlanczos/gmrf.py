@@ -13,14 +13,15 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from .api import funm_apply
+from .api import inv_root_apply
 from .errors import LanczosInputError
 from .operators import RESTORE, adapt, array_kind, cupy_device, to_torch, torch_dtype
+from .operators.diagonal import operator_diagonal
 
 
 def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtype=None,
                     generator=None, seed=None, reorth="full", check_every=4,
-                    return_info=False):
+                    precondition=None, progress=False, memory_budget=None, return_info=False):
     """Draw num_samples rows from N(mean, precision^{-1}); returns (num_samples, n).
 
     precision: any operator `funm_apply` takes: a scipy.sparse matrix or LinearOperator,
@@ -36,6 +37,12 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
     reorth="none" keeps O(num_samples * n) for twice the products.
     generator (a torch.Generator on the samples' device) or seed (an int) make the draw
     reproducible; with neither, torch's global generator is used.
+    precondition: as for fastlanczos.inv_root_apply (None, "auto", "nystrom", "diag", a
+    positive (n,) tensor, or a preconditioner object); the draws have the same distribution.
+    None is the default: a GMRF's spectrum decays slowly, which a low-rank sketch cannot
+    exploit, and "auto" falls back to none there (benchmarks/bench_precondition.py).
+    progress: a tqdm bar over the steps. memory_budget: bytes for the run's own allocations
+    (chunks of samples, or the two-pass mode; see fastlanczos.inv_root_apply).
     return_info: also return the FunmInfo (torch tensors).
     """
     kind = _family(precision, mean)
@@ -49,8 +56,10 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
 
     z = torch.randn(num_samples, n, generator=generator, dtype=tdtype, device=device)
     hvp, z, _ = adapt(precision, RESTORE[kind](z))  # checks the operator against z
-    x, info = funm_apply(hvp, z, "inv_sqrt", min(n, 300) if m is None else m, tol=tol,
-                         reorth=reorth, check_every=check_every, return_info=True)
+    pre = _native(precondition, z, precision)
+    x, info = inv_root_apply(hvp, z, min(n, 300) if m is None else m, tol=tol, reorth=reorth,
+                             check_every=check_every, precondition=pre, progress=progress,
+                             memory_budget=memory_budget, return_info=True)
     if tol is not None and not bool(info.converged.all()):
         warnings.warn(f"sample_gaussian: {int((~info.converged).sum())} of {num_samples} "
                       f"samples did not reach tol={tol:g} within {int(info.steps.max())} "
@@ -60,6 +69,14 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
         x += _mean_as_torch(mean, n, x)
     x = RESTORE[kind](x)
     return (x, info) if return_info else x
+
+
+def _native(precondition, z, precision):
+    """"diag" read from the precision as the user gave it (adapt turned SciPy into a
+    callable, whose diagonal is hidden)."""
+    if isinstance(precondition, str) and precondition == "diag":
+        return operator_diagonal(precision, z)
+    return precondition
 
 
 def _family(precision, mean):

@@ -31,14 +31,15 @@ def linear_regression(examples=40):
     return net, torch.nn.MSELoss(), x, x @ torch.randn(3, 2, dtype=torch.float64)
 
 
-def identity_covariance(precision_vp, n, like, diagonal=None):
+def identity_covariance(precision_vp, n, like, post=None, precondition=None):
     eye = torch.eye(n, dtype=like.dtype, device=like.device)
-    X, info = gaussian_sample(precision_vp, eye, n, diagonal=diagonal)
+    pre = None if post is None else post._preconditioner(precondition, eye, None)
+    X, info = gaussian_sample(precision_vp, eye, n, precondition=pre)
     return X.T @ X
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("precondition", [None, "diag"])
+@pytest.mark.parametrize("precondition", [None, "diag", "nystrom"])
 def test_samples_have_covariance_inverse_precision(device, precondition):
     net, lf, x, y = classifier(device)
     post = LaplacePosterior(net, lf, DataLoader(TensorDataset(x, y), batch_size=4),
@@ -46,8 +47,7 @@ def test_samples_have_covariance_inverse_precision(device, precondition):
     ggn = dense_curvatures(net, lf, x, y)[0]
     A = ggn + 0.5 * torch.eye(post.n, dtype=ggn.dtype, device=device)
     torch.testing.assert_close(post.diagonal(), A.diagonal())
-    diag = post._preconditioner(precondition)
-    cov = identity_covariance(post.precision_vp, post.n, post.theta_hat, diag)
+    cov = identity_covariance(post.precision_vp, post.n, post.theta_hat, post, precondition)
     torch.testing.assert_close(cov, torch.linalg.inv(A), rtol=0, atol=1e-8)
 
 

@@ -33,7 +33,11 @@ class FunmInfo(NamedTuple):
     the last two checks (0 where an invariant subspace made the answer exact);
     converged: error_estimate <= tol (without tol: <= sqrt(eps) of z's dtype);
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;
-    products: number of block operator products made."""
+    products: number of block operator products made (each on all k columns);
+    preconditioner_rank, preconditioner_products: the rank of the preconditioner used
+    (fastlanczos.inv_root_apply; 0 for none or a diagonal) and the vector products spent
+    building it (its sketch's columns); memory_plan: with memory_budget, the chunks and
+    mode chosen (krylov/budget.py)."""
 
     steps: torch.Tensor
     error_estimate: torch.Tensor
@@ -41,14 +45,18 @@ class FunmInfo(NamedTuple):
     breakdown: torch.Tensor
     min_ritz: torch.Tensor
     products: int
+    preconditioner_rank: int = 0
+    preconditioner_products: int = 0
+    memory_plan: str = ""
 
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
-               check_symmetry=False, single=False):
+               check_symmetry=False, single=False, progress=None):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
     (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
     check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
-    takes one vector per call (z was 1-D), which the probe needs to know."""
+    takes one vector per call (z was 1-D), which the probe needs to know. progress: a
+    krylov.progress.Progress (or None) told of every product and check."""
     name, fn, need = resolve(f)
     if check:
         check_finite_input(z)
@@ -60,12 +68,21 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
 
     def counted(V):
         calls[0] += 1
+        if progress is not None:
+            progress.step()
         return matvec(V)
 
     state = Stopping(name, fn, need, tol, z.dtype, check)
+    on_check = state.on_check
+    if progress is not None:
+        def on_check(t, j):
+            stop = state.on_check(t, j)
+            if tol is not None:  # this check has synchronized already: reading is free
+                progress.checked(state.err, t.done)
+            return stop
     schedule = check_steps(m, check_every, tol is not None)
     try:
-        result, tracker = run_lanczos(counted, z, m, reorth, state.on_check,
+        result, tracker = run_lanczos(counted, z, m, reorth, on_check,
                                       schedule.__contains__)
         if check:
             raise_if_invalid(tracker, state, name, need)

@@ -18,6 +18,9 @@ from ..curvature import (
     select_parameters,
 )
 from ..curvature.data import data_sweep, loss_reduction, move_batch, summed_loss
+from ..curvature.ggn import CACHE_BUDGET
+from ..krylov.nystrom import NystromSketch
+from ..precondition import choose_preconditioner
 from . import marglik
 from .predictive import check_choices, predict
 from .sampling import gaussian_sample, with_prior
@@ -65,7 +68,7 @@ class LaplacePosterior:
 
     def __init__(self, model, loss_fn, data, curvature="ggn", prior_precision=1.0, *,
                  params=None, likelihood=None, reduction=None, batch_size=None,
-                 hessian_mode="fwd-rev", cache="auto", cache_budget=2**26):
+                 hessian_mode="fwd-rev", cache="auto", cache_budget=CACHE_BUDGET):
         self.model, self.curvature = model, curvature
         self.names, theta = select_parameters(model, params)
         self.theta_hat = torch.cat([theta[k].flatten() for k in self.names]).clone()
@@ -74,13 +77,12 @@ class LaplacePosterior:
         self.likelihood = infer_likelihood(loss_fn, likelihood)
         self._sigmoid = isinstance(loss_fn, torch.nn.BCEWithLogitsLoss)
         self.prior_precision = check_prior(prior_precision, self.n, self.theta_hat)
-        outputs, examples = _check_first_batch(model, loss_fn, data, reduction, batch_size,
-                                               self.theta_hat)
+        self._prior_floor = float(self.prior_precision.min())
+        _check_first_batch(model, loss_fn, data, reduction, batch_size, self.theta_hat)
         common = dict(params=self.names, reduction=reduction, batch_size=batch_size)
         if curvature == "ggn":
-            if cache == "auto":
-                cache = examples is not None and examples * outputs * self.n <= cache_budget
-            self.curvature_vp = ggn_vp(model, loss_fn, data, cache=bool(cache), **common)
+            self.curvature_vp = ggn_vp(model, loss_fn, data, cache=cache,
+                                       cache_budget=cache_budget, **common)
             self._diag = self.curvature_vp.diagonal  # shares the cached Jacobians
         elif curvature == "hessian":
             self.curvature_vp = hessian_vp(model, loss_fn, data, mode=hessian_mode, **common)
@@ -94,6 +96,7 @@ class LaplacePosterior:
             raise ValueError(f"curvature must be 'ggn', 'hessian' or 'ef', got {curvature!r}")
         self.precision_vp = with_prior(self.curvature_vp, self.prior_precision)
         self._curvature_diagonal = []  # computed once, shared by with_prior_precision copies
+        self._sketches = {}  # Nystrom sketches and choices made from them, shared the same way
         self.last_info = None
         # for the marginal likelihood (marglik.py): the loss at theta_hat and the probe runs on
         # the curvature, computed once and shared by with_prior_precision copies
@@ -106,6 +109,7 @@ class LaplacePosterior:
         cached Jacobians and diagonal): cheap for choosing the prior on a grid."""
         other = copy.copy(self)
         other.prior_precision = check_prior(prior_precision, self.n, self.theta_hat)
+        other._prior_floor = float(other.prior_precision.min())
         other.precision_vp = with_prior(self.curvature_vp, other.prior_precision)
         return other
 
@@ -117,42 +121,64 @@ class LaplacePosterior:
         d = self._curvature_diagonal[0] + self.prior_precision
         return d.clamp_min(d.max() * torch.finfo(d.dtype).eps)
 
-    def sample(self, num_samples, m=None, tol=1e-3, precondition=None, generator=None,
-               return_info=False):
-        """(num_samples, n) draws theta_hat + A^{-1/2} z.
+    def sample(self, num_samples, m=None, tol=1e-3, precondition="auto", generator=None,
+               return_info=False, progress=False, memory_budget=None):
+        """(num_samples, n) draws theta_hat + R z, R R^T = A^{-1}, z ~ N(0, I).
 
         m: the most Lanczos steps (default min(n, 200)); tol: relative error tolerance per
-        sample (None: run m steps). precondition: None (default), "diag" (D = diag(A), exact
-        for ggn/ef) or a positive (n,) tensor D; the distribution is the same either way.
-        The default is by measurement (benchmarks/bench_precondition.py, digits CNN): "diag"
-        never needed fewer steps and needed up to 2.5x more at small prior precision (69 vs
-        28 steps at prior 1, tol 1e-2), because A = GGN + prior I has a large cluster of
-        eigenvalues at the prior (the GGN's null space) that plain Lanczos resolves at
-        once, and the diagonal scaling spreads it. Use "diag" when the parameters' scales
-        differ by orders of magnitude and the prior is weak relative to the data."""
+        sample (None: run m steps). precondition (the distribution is the same for all):
+        "auto" (default): a Nystrom sketch of the curvature, grown while its model of the
+        spectrum predicts a saving (fastlanczos.nystrom_preconditioner) and dropped where it
+        predicts none; the sketch is kept and shared by with_prior_precision copies, so
+        later calls spend no products on it. "nystrom": that sketch, always used. "diag":
+        D = diag(A) (exact for ggn/ef); measured on the digits CNN it never needed fewer
+        steps than none and up to 2.5x more at small prior precision, because A = GGN +
+        prior I has a large cluster at the prior that D spreads. None; a positive (n,)
+        tensor D; or a preconditioner object. See benchmarks/bench_precondition.py for the
+        measurement behind the default. progress=True: a tqdm bar over the steps.
+        memory_budget: bytes for the sampler's own allocations (basis, work vectors, the
+        preconditioner's U; the model and cached Jacobians are outside it): chunks of
+        samples, or the two-pass mode, as info.memory_plan says (fastlanczos.inv_root_apply).
+        """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
         m = min(self.n, 200) if m is None else m  # m=0 is an error, not the default
-        x, info = gaussian_sample(self.precision_vp, z, m, tol=tol,
-                                  diagonal=self._preconditioner(precondition))
+        pre = self._preconditioner(precondition, z, tol, memory_budget)
+        x, info = gaussian_sample(self.precision_vp, z, m, tol=tol, precondition=pre,
+                                  progress=progress, memory_budget=memory_budget)
         self.last_info = info
         samples = self.theta_hat + x
         return (samples, info) if return_info else samples
 
-    def _preconditioner(self, precondition):
-        if precondition is None:
-            return None
-        if isinstance(precondition, str):
-            if precondition != "diag":
-                raise ValueError(f"precondition must be 'diag', None or a tensor, got "
-                                 f"{precondition!r}")
-            return self.diagonal()
-        d = torch.as_tensor(precondition, dtype=self.theta_hat.dtype,
-                            device=self.theta_hat.device)
-        if d.shape != (self.n,) or not (d > 0).all() or not torch.isfinite(d).all():
-            raise ValueError(f"a preconditioner diagonal must be positive, finite, of shape "
-                             f"({self.n},)")
-        return d
+    def _preconditioner(self, precondition, z, tol, memory_budget=None):
+        """A preconditioner object (or None) for precondition=, see sample()."""
+        if isinstance(precondition, str) and precondition == "diag":
+            precondition = self.diagonal()
+        if not (isinstance(precondition, str) and precondition in ("auto", "nystrom")):
+            return choose_preconditioner(precondition, None, z, 0.0, tol)
+        p, low = self.prior_precision, self._prior_floor  # floats read once, at construction
+        if p.dim() == 0:  # the curvature's sketch serves every scalar prior: P for C + p I
+            key, sketched, shift, floor = "curvature", self.curvature_vp, low, None
+        else:  # a per-parameter prior is no shift: sketch A itself, floored at min(prior)
+            # keyed by the tensor's id: a reused id could only pick a less suited P, and any
+            # SPD P gives exact samples
+            key, sketched, shift = ("precision", id(p)), self.precision_vp, 0.0
+            floor = low if low > 0 else None
+        # the choice too is kept: a repeated sample() call repeats no setup (and no host sync)
+        cap = None if memory_budget is None else int(memory_budget // (4 * z[0].nbytes))
+        choice = (precondition, key, shift, floor, z.shape[0], tol, z.dtype, cap)
+        if choice not in self._sketches:
+            sketch = self._sketches.get(key)
+            if sketch is None:
+                sketch = self._sketches.setdefault(key, NystromSketch(
+                    sketched, self.n, z.dtype, z.device))
+            self._sketches[choice] = choose_preconditioner(
+                precondition, sketched, z, shift, tol, floor=floor, sketch=sketch, max_rank=cap)
+            return self._sketches[choice]
+        pre = self._sketches[choice]
+        if pre is not None:
+            pre.products = 0  # built by an earlier call
+        return pre
 
     def predictive(self, x, num_samples=32, pred_type="glm", link_approx=None, samples=None,
                    chunk=16, **sample_kwargs):
@@ -197,7 +223,7 @@ class LaplacePosterior:
 
 def _check_first_batch(model, loss_fn, data, reduction, batch_size, like):
     """Run the model and loss on the first batch, so shape errors surface here as a
-    ValueError. Returns (outputs per example, number of examples or None if unknown)."""
+    ValueError."""
     x, y = next(data_sweep(data, batch_size)())
     x, y = move_batch(x, y, like)
     try:
@@ -207,8 +233,3 @@ def _check_first_batch(model, loss_fn, data, reduction, batch_size, like):
     except (RuntimeError, IndexError, TypeError) as err:
         raise ValueError(f"the model or loss_fn failed on the first data batch (inputs "
                          f"{tuple(x.shape)}, targets {tuple(y.shape)}): {err}") from err
-    if isinstance(data, (tuple, list)):
-        examples = data[0].shape[0]
-    else:
-        examples = len(getattr(data, "dataset", ())) or None
-    return out[0].numel(), examples

@@ -1,17 +1,16 @@
-"""Gaussian samples x = A^{-1/2} z of a precision known through products, and the paper's
-theta_mle + p^{-1/2} I^{-1/2} z.
+"""Gaussian samples x = R z (R R^T = A^{-1}) of a precision known through products, and the
+paper's theta_mle + p^{-1/2} I^{-1/2} z.
 
-Preconditioning: for any SPD P = R R^T, x = R^{-T} (R^{-1} A R^{-T})^{-1/2} z has covariance
-R^{-T} (R^T A^{-1} R) R^{-1} = A^{-1} exactly, so it is the same distribution; but Lanczos on
-the better-conditioned R^{-1} A R^{-T} converges in fewer products. With P = D diagonal,
-R = D^{1/2} and x = D^{-1/2} (D^{-1/2} A D^{-1/2})^{-1/2} z.
+Preconditioning (fastlanczos.inv_root_apply): for any SPD P with G = P^{-1/2},
+x = G (G A G)^{-1/2} z has covariance G (G A G)^{-1} G = A^{-1} exactly, so it is the same
+distribution; but Lanczos on the better-conditioned G A G converges in fewer products.
 """
 
 import math
 
 import torch
 
-from ..api import inv_sqrt_apply
+from ..api import inv_root_apply
 from ..errors import NotPositiveDefiniteError
 
 ADVICE = ("the precision matrix must be positive definite: use curvature='ggn' (always PSD), "
@@ -23,16 +22,14 @@ def with_prior(hvp, prior):
     return lambda V: hvp(V) + prior * V
 
 
-def gaussian_sample(hvp, z, m, *, tol=None, diagonal=None, reorth="full"):
-    """(x, info): x = A^{-1/2} z, or with a positive diagonal D of a preconditioner,
-    x = D^{-1/2} (D^{-1/2} A D^{-1/2})^{-1/2} z. Both have covariance A^{-1}."""
+def gaussian_sample(hvp, z, m, *, tol=None, precondition=None, reorth="full", progress=False,
+                    memory_budget=None):
+    """(x, info): x = A^{-1/2} z, or with a preconditioner object (krylov.precondition;
+    None: none) x = G (G A G)^{-1/2} z. Both have covariance A^{-1}."""
     try:
-        if diagonal is None:
-            return inv_sqrt_apply(hvp, z, m, tol=tol, reorth=reorth, return_info=True)
-        s = diagonal.to(z.dtype).rsqrt()
-        y, info = inv_sqrt_apply(lambda V: s * hvp(s * V), z, m, tol=tol, reorth=reorth,
-                                 return_info=True)
-        return s * y, info
+        return inv_root_apply(hvp, z, m, tol=tol, reorth=reorth, precondition=precondition,
+                              progress=progress, memory_budget=memory_budget,
+                              return_info=True)
     except NotPositiveDefiniteError as err:
         raise NotPositiveDefiniteError(f"{err}; {ADVICE}") from err
 
