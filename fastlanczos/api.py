@@ -3,12 +3,22 @@
 Each call adapts the operator (fastlanczos.operators: callable, dense, SciPy, torch sparse,
 CuPy, NumPy) into one checked block product and runs the Krylov engine (fastlanczos.krylov)
 on z as a (k, n) block.
+
+shard_group= (a torch.distributed process group, e.g. torch.distributed.group.WORLD): z holds
+this rank's slice of each vector (parameters split over ranks, FSDP-style), hvp maps local
+slices to local slices (communicating inside as it needs), and every inner product and norm
+of the recurrence is all-reduced over the group (krylov/sharded.py); the result is this
+rank's slice. Every rank of the group must make the same call.
 """
 
+import torch
+
+from .errors import LanczosInputError
 from .krylov import funm_block
 from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
 from .krylov.precondition import preconditioned
 from .krylov.progress import make_progress
+from .krylov.sharded import shard_reducer
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
 from .operators.diagonal import operator_diagonal
@@ -16,7 +26,8 @@ from .precondition import choose_preconditioner
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-               check_every=4, check=True, check_symmetry=False, progress=False):
+               check_every=4, check=True, check_symmetry=False, progress=False,
+               shard_group=None):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
@@ -29,22 +40,38 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     spend one more product to test whether the operator is symmetric, and raise
     NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
     progress=True shows a tqdm bar (steps, products, error estimate).
+    shard_group: z and hvp work on this rank's slices (see the module docstring).
     """
+    _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
-    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
     x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
-                   progress)
+                   progress, reducer=reducer)
     return (restore(x), info) if return_info else restore(x)
 
 
+def _check_sharded_operator(hvp, shard_group):
+    if shard_group is not None and (isinstance(hvp, torch.Tensor) or not callable(hvp)):
+        raise LanczosInputError("shard_group= needs hvp to be a callable mapping this rank's "
+                                "slices (k, n_local) to slices; a matrix holds no sharding, got "
+                                f"a {type(hvp).__name__}")
+
+
+def _reducer(shard_group, z2, m, tol, reorth, check_every):
+    if shard_group is None:
+        return None
+    return shard_reducer(shard_group, z2, m, tol, reorth, check_every)
+
+
 def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, progress,
-         pre=None):
+         pre=None, reducer=None):
     bar = make_progress(progress, m * (2 if reorth == "none" else 1))
     try:
         x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
                              check=check, check_symmetry=check_symmetry, single=z.dim() == 1,
-                             progress=bar)
+                             progress=bar, reducer=reducer)
     finally:
         if bar is not None:
             bar.close()
@@ -57,16 +84,18 @@ def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, p
 
 
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-                   check_every=4, check=True, check_symmetry=False, progress=False):
+                   check_every=4, check=True, check_symmetry=False, progress=False,
+                   shard_group=None):
     """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
                       return_info=return_info, check_every=check_every, check=check,
-                      check_symmetry=check_symmetry, progress=progress)
+                      check_symmetry=check_symmetry, progress=progress,
+                      shard_group=shard_group)
 
 
 def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
                    return_info=False, check_every=4, check=True, check_symmetry=False,
-                   progress=False):
+                   progress=False, shard_group=None):
     """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
     N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
     (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
@@ -83,37 +112,51 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     at most ||G|| ||y|| / ||G y||, which is ~1 when the rank is small against n.
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
     info.preconditioner_products report the sketch's rank and the vector products it cost.
+    shard_group (see the module docstring): precondition may then be None, this rank's slice
+    of a diagonal d, or an object whose root() works on slices; the sketch and "diag" are
+    not sharded.
     """
+    _check_sharded_operator(hvp, shard_group)
+    if shard_group is not None and isinstance(precondition, str):
+        raise LanczosInputError(f"precondition={precondition!r} is not available with "
+                                "shard_group= (the Nystrom sketch and the operator's diagonal "
+                                "are not sharded): pass None, this rank's slice of a positive "
+                                "diagonal, or an object whose root() acts on slices")
     hvp_user = hvp
     hvp, z, restore = adapt(hvp, z)
-    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     shift = float(shift)
     matvec = as_block_matvec(hvp, z, shift)
     pre = choose_preconditioner(precondition, as_block_matvec(hvp, z2, 0.0), z2, shift, tol,
                                 diagonal=lambda: operator_diagonal(hvp_user, z2))
     if pre is None:
         x, info = _run(matvec, z, z2, "inv_sqrt", m, tol, reorth, check_every, check,
-                       check_symmetry, progress)
+                       check_symmetry, progress, reducer=reducer)
         return (restore(x), info) if return_info else restore(x)
     y, info = _run(preconditioned(matvec, pre), z, z2, "inv_sqrt", m, tol, reorth,
-                   check_every, check, check_symmetry, progress, pre)
+                   check_every, check, check_symmetry, progress, pre, reducer)
     x = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
     x = x if z.dim() == 2 else x[0]
     return (restore(x), info) if return_info else restore(x)
 
 
-def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):
+def lanczos(hvp, z, m, *, shift=0.0, reorth="full", shard_group=None):
     """The Lanczos basis and tridiagonal of A + shift I from z ((n,) or (k, n)).
 
     Returns LanczosResult(basis (k, m, n), alpha (k, m), beta (k, m-1), residual (k, n),
     steps (k,)) with A V^T = V^T T + residual e_m^T; the k axis is dropped for 1-D z.
-    Columns that reach an invariant subspace stop early (see `steps`)."""
+    Columns that reach an invariant subspace stop early (see `steps`). shard_group: see the
+    module docstring (basis and residual are then this rank's slices)."""
+    _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/CuPy in: every field comes back as NumPy/CuPy
-    z2 = check_arguments(z, m, None, shift, reorth, 1)
+    z2 = check_arguments(z, m, None, shift, reorth, 1, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, None, reorth, 1)
     matvec = as_block_matvec(hvp, z, float(shift))
     if reorth == "full":
-        result, _ = lanczos_full(matvec, z2, m, None, None)
+        result, _ = lanczos_full(matvec, z2, m, None, None, reducer)
     else:
-        result, _ = lanczos_three_term(matvec, z2, m, None, None, keep_basis=True)
+        result, _ = lanczos_three_term(matvec, z2, m, None, None, keep_basis=True,
+                                       reducer=reducer)
     result = LanczosResult(*(t[0] for t in result)) if z.dim() == 1 else result
     return LanczosResult(*map(restore, result))
