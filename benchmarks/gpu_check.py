@@ -1,5 +1,7 @@
 """One command for a CUDA machine: build the extension, run the GPU tests, time the kernels
 and the end-to-end sampler, and write benchmarks/RESULTS-gpu.md naming the card.
+Also the preconditioned sampler (Nystrom), the memory budget and LaplacePosterior from build
+to predictive and marglik.
 
     TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/gpu_check.py [--out DIR] [--skip-build]
     python benchmarks/gpu_check.py --smoke --out /tmp/x   # tiny sizes, any machine (CI runs it)
@@ -165,6 +167,79 @@ def end_to_end(cfg):
             torch.cuda.empty_cache()
 
 
+def preconditioned(cfg):
+    """inv_root_apply on the MLP GGN + prior 1 to tol: None vs the Nystrom preconditioner
+    (rank auto), vector products counting the sketch; x' A x = z' z for each; then the
+    memory budget: the device's peak allocation with and without memory_budget."""
+    import torch
+
+    import fastlanczos as fl
+    dev = torch.device(cfg.device)
+    hvp, n = cfg.precondition_operator(dev)
+    k, tol, m = cfg.k, 1e-4, cfg.m * 4
+    z = torch.randn(k, n, device=dev)
+    print(f"{'precondition':>12} {'rank':>5} {'steps':>6} {'vector products':>16} {'s':>8} "
+          f"{'x`Ax/z`z-1':>10}")
+    for pre in (None, "nystrom"):
+        t = time.perf_counter()
+        x, info = fl.inv_root_apply(hvp, z, min(m, n), shift=1.0, tol=tol, precondition=pre,
+                                    return_info=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t
+        quad = float(((x * (hvp(x) + x)).sum(1) / (z * z).sum(1) - 1).abs().max())
+        print(f"{str(pre):>12} {info.preconditioner_rank:>5} {int(info.steps.max()):>6} "
+              f"{info.products * k + info.preconditioner_products:>16} {seconds:>8.3f} "
+              f"{quad:>10.1e}")
+    mm = min(cfg.m, n)
+    basis = k * mm * n * 4
+    budget = basis // 3
+    for b in (None, budget):
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        _, info = fl.inv_root_apply(hvp, z, mm, shift=1.0, memory_budget=b, return_info=True)
+        peak = (torch.cuda.max_memory_allocated() - before) if dev.type == "cuda" else 0
+        print(f"memory_budget {b}: {info.memory_plan}; peak allocated over the start "
+              f"{peak / 2**20:.0f} MiB (basis alone {basis / 2**20:.0f} MiB)")
+
+
+def laplace_end_to_end(cfg):
+    """LaplacePosterior on the GPU from the user's side: build (GGN, cached Jacobians when
+    they fit), sample (precondition="auto"), GLM/probit predictive, marglik prior."""
+    import torch
+    from torch import nn
+
+    import fastlanczos as fl
+    dev = torch.device(cfg.device)
+    torch.manual_seed(0)
+    x = torch.randn(cfg.laplace_examples, 64, device=dev)
+    y = (x[:, :10].argmax(1)).to(dev)
+    net = nn.Sequential(nn.Linear(64, cfg.laplace_width), nn.Tanh(),
+                        nn.Linear(cfg.laplace_width, 10)).to(dev).eval()
+    steps = []
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        steps.append((name, time.perf_counter() - t))
+        return out
+
+    post = timed("build", lambda: fl.LaplacePosterior(net, nn.CrossEntropyLoss(), (x, y)))
+    _, info = timed("sample 32, tol 1e-3", lambda: post.sample(32, return_info=True))
+    probs = timed("predictive glm/probit", lambda: post.predictive(x[:256]))
+    tuned = timed("prior by marglik", lambda: post.optimize_prior_precision())
+    print(f"n = {post.n}, {cfg.laplace_examples} examples, cached {post.curvature_vp.cached}; "
+          f"sample: rank {info.preconditioner_rank}, steps {int(info.steps.max())}; "
+          f"probs sum to 1: {float((probs.sum(1) - 1).abs().max()):.1e}; "
+          f"prior {float(tuned.prior_precision):.3g}")
+    for name, seconds in steps:
+        print(f"{name:>24} {seconds:8.3f} s")
+
+
 def sync_check(cfg):
     """Zero host synchronizations in a fixed-m run with the extension: the CUDA sync debug mode
     on a GPU, the counting probe of tests/host_sync.py elsewhere."""
@@ -207,6 +282,8 @@ class Full:
     operators = [("dense 16384", lambda dev: dense_spd(16384, dev)),
                  ("MLP GGN 784-1024-256", lambda dev: mlp_ggn((1024, 256), dev, 4096)),
                  ("MLP GGN 784-2048-4096", lambda dev: mlp_ggn((2048, 4096), dev, 4096))]
+    precondition_operator = staticmethod(lambda dev: mlp_ggn((1024, 256), dev, 4096))
+    laplace_examples, laplace_width = 4096, 256
 
 
 class Smoke(Full):
@@ -217,6 +294,8 @@ class Smoke(Full):
     reorth_sizes = [(2, 8, 7, 1000)]
     operators = [("dense 64", lambda dev: dense_spd(64, dev)),
                  ("MLP GGN 784-8", lambda dev: mlp_ggn((8,), dev, 16))]
+    precondition_operator = staticmethod(lambda dev: mlp_ggn((8,), dev, 16))
+    laplace_examples, laplace_width = 64, 8
 
 
 def main(argv=None):
@@ -243,6 +322,10 @@ def main(argv=None):
     section("Kernels: tridiag_eigh and the fused reorth step")(lambda: kernels(cfg))
     section(f"End to end: inv_sqrt_apply, k = {cfg.k}, m = {cfg.m}, float32")(
         lambda: end_to_end(cfg))
+    section("Preconditioned sampling (inv_root_apply) and memory_budget")(
+        lambda: preconditioned(cfg))
+    section("LaplacePosterior end to end: build, sample, predictive, marglik")(
+        lambda: laplace_end_to_end(cfg))
     section("Host synchronization")(lambda: sync_check(cfg))
     section("Curvature products: block of k vs k single products")(lambda: curvature_blocks(cfg))
     body = "".join(f"\n### {t}\n\n```\n{x}\n```\n" for t, x in SECTIONS)

@@ -15,6 +15,7 @@ import torch
 
 from .errors import LanczosInputError
 from .krylov import funm_block
+from .krylov.budget import plan
 from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
 from .krylov.precondition import preconditioned
 from .krylov.progress import make_progress
@@ -95,7 +96,7 @@ def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info
 
 def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
                    return_info=False, check_every=4, check=True, check_symmetry=False,
-                   progress=False, shard_group=None):
+                   progress=False, memory_budget=None, shard_group=None):
     """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
     N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
     (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
@@ -110,13 +111,19 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     positive semi-definite (a curvature) with shift the prior floor.
     tol applies to the preconditioned iterate y (x = G y): x's relative error is tol times
     at most ||G|| ||y|| / ||G y||, which is ~1 when the rank is small against n.
+    memory_budget: bytes for the run's own allocations (the basis, the work vectors, a
+    preconditioner's U; not the operator's memory): the rows of z run in chunks whose basis
+    fits, or two-pass (reorth="none", O(n) per sample, twice the products) when not even one
+    sample's basis fits (krylov/budget.py); info.memory_plan says what was chosen.
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
     info.preconditioner_products report the sketch's rank and the vector products it cost.
     shard_group (see the module docstring): precondition may then be None, this rank's slice
     of a diagonal d, or an object whose root() works on slices; the sketch and "diag" are
-    not sharded.
+    not sharded, nor is memory_budget (its chunks would follow each rank's own n).
     """
     _check_sharded_operator(hvp, shard_group)
+    if shard_group is not None and memory_budget is not None:
+        raise LanczosInputError("memory_budget= is not available with shard_group=")
     if shard_group is not None and isinstance(precondition, str):
         raise LanczosInputError(f"precondition={precondition!r} is not available with "
                                 "shard_group= (the Nystrom sketch and the operator's diagonal "
@@ -127,18 +134,45 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
     reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     shift = float(shift)
+    k, n = z2.shape
+    itemsize = z2.element_size()
+    plan(k, n, m, itemsize, memory_budget, reorth)  # a bad budget fails before any product
     matvec = as_block_matvec(hvp, z, shift)
-    pre = choose_preconditioner(precondition, as_block_matvec(hvp, z2, 0.0), z2, shift, tol,
-                                diagonal=lambda: operator_diagonal(hvp_user, z2))
-    if pre is None:
-        x, info = _run(matvec, z, z2, "inv_sqrt", m, tol, reorth, check_every, check,
-                       check_symmetry, progress, reducer=reducer)
-        return (restore(x), info) if return_info else restore(x)
-    y, info = _run(preconditioned(matvec, pre), z, z2, "inv_sqrt", m, tol, reorth,
-                   check_every, check, check_symmetry, progress, pre, reducer)
-    x = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
-    x = x if z.dim() == 2 else x[0]
-    return (restore(x), info) if return_info else restore(x)
+    rank_cap = None if memory_budget is None else int(memory_budget // (4 * n * itemsize))
+    pre = choose_preconditioner(precondition, _sketch_product(hvp, z), z2, shift, tol,
+                                diagonal=lambda: operator_diagonal(hvp_user, z2),
+                                max_rank=rank_cap)
+    held = pre.u.numel() * itemsize if hasattr(pre, "u") else 0
+    chosen = plan(k, n, m, itemsize, memory_budget, reorth, fixed=held)
+    op = matvec if pre is None else preconditioned(matvec, pre)
+    parts = []
+    for start in range(0, k, chosen.chunk):
+        rows = z2[start:start + chosen.chunk]
+        parts.append(_run(op, z, rows, "inv_sqrt", m, tol, chosen.reorth, check_every, check,
+                          check_symmetry, progress, pre, reducer))
+    y, info = parts[0] if len(parts) == 1 else _joined(parts)
+    info = info._replace(memory_plan=chosen.describe(k))
+    if pre is not None:
+        y = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
+        y = y if z.dim() == 2 else y[0]
+    return (restore(y), info) if return_info else restore(y)
+
+
+def _sketch_product(hvp, z):
+    """The unshifted block product for a sketch: blocks even when z (and so the user's
+    callable) is a single vector."""
+    if z.dim() == 2:
+        return as_block_matvec(hvp, z, 0.0)
+    single = as_block_matvec(hvp, z, 0.0)
+    return lambda V: torch.cat([single(v.unsqueeze(0)) for v in V])
+
+
+def _joined(parts):
+    """One (x, FunmInfo) from the chunks' (their rows in order; products add up)."""
+    xs, infos = zip(*parts)
+    first = infos[0]
+    fields = {f: torch.cat([getattr(i, f) for i in infos]) for f in first._fields[:5]}
+    return torch.cat(xs), first._replace(products=sum(i.products for i in infos), **fields)
 
 
 def lanczos(hvp, z, m, *, shift=0.0, reorth="full", shard_group=None):

@@ -47,12 +47,13 @@ def nystrom_preconditioner(hvp, n, rank="auto", *, shift=0.0, floor=None, num_ve
 
 
 def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None, sketch=None,
-                          diagonal=None):
+                          diagonal=None, max_rank=None):
     """The preconditioner object for precondition= (None for none).
 
     sketched: the block product of the PSD operator to sketch (without shift); z2: the (k, n)
     block to be sampled; diagonal: a callable giving the operator's diagonal (for "diag");
-    sketch: a NystromSketch to grow and reuse (LaplacePosterior keeps one per curvature)."""
+    sketch: a NystromSketch to grow and reuse (LaplacePosterior keeps one per curvature);
+    max_rank: a cap on the sketch (memory_budget's), default min(n // 2, 1024)."""
     if precondition is None:
         return None
     if isinstance(precondition, str):
@@ -66,7 +67,7 @@ def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None,
             sketch = NystromSketch(sketched, n, z2.dtype, z2.device)
         pre, plain, with_pre, choice = grow_auto(
             sketched, n, z2.dtype, z2.device, shift=shift, floor=floor, num_vectors=k, tol=tol,
-            max_rank=max(min(n // 2, 1024), 1), sketch=sketch)
+            max_rank=max(min(n // 2, 1024, max_rank or n), 1), sketch=sketch)
         pre.choice = choice
         pre.products = choice.new_products  # this call's cost: a kept sketch is not re-paid
         if precondition == "auto" and not worth_it(plain, with_pre, choice.q):

@@ -20,5 +20,6 @@ def test_gpu_check_smoke_run_completes(tmp_path):
     assert not failed, failed
     written = (tmp_path / "RESULTS-gpu.md").read_text()
     for needle in ("tridiag_eigh on", "reorth_step (fused CGS2)", "MLP GGN 784-8",
-                   "0 host reads counted", "GGN cached Jacobians"):
+                   "0 host reads counted", "GGN cached Jacobians", "memory_budget",
+                   "predictive glm/probit"):
         assert needle in written, needle

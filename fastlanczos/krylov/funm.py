@@ -36,7 +36,8 @@ class FunmInfo(NamedTuple):
     products: number of block operator products made (each on all k columns);
     preconditioner_rank, preconditioner_products: the rank of the preconditioner used
     (fastlanczos.inv_root_apply; 0 for none or a diagonal) and the vector products spent
-    building it (its sketch's columns)."""
+    building it (its sketch's columns); memory_plan: with memory_budget, the chunks and
+    mode chosen (krylov/budget.py)."""
 
     steps: torch.Tensor
     error_estimate: torch.Tensor
@@ -46,6 +47,7 @@ class FunmInfo(NamedTuple):
     products: int
     preconditioner_rank: int = 0
     preconditioner_products: int = 0
+    memory_plan: str = ""
 
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,

@@ -147,7 +147,7 @@ class LaplacePosterior:
         return None if self._dp is None else self._dp.generator(self.theta_hat.device)
 
     def sample(self, num_samples, m=None, tol=1e-3, precondition="auto", generator=None,
-               return_info=False, progress=False):
+               return_info=False, progress=False, memory_budget=None):
         """(num_samples, n) draws theta_hat + R z, R R^T = A^{-1}, z ~ N(0, I).
 
         m: the most Lanczos steps (default min(n, 200)); tol: relative error tolerance per
@@ -160,20 +160,24 @@ class LaplacePosterior:
         steps than none and up to 2.5x more at small prior precision, because A = GGN +
         prior I has a large cluster at the prior that D spreads. None; a positive (n,)
         tensor D; or a preconditioner object. See benchmarks/bench_precondition.py for the
-        measurement behind the default. progress=True: a tqdm bar over the steps."""
+        measurement behind the default. progress=True: a tqdm bar over the steps.
+        memory_budget: bytes for the sampler's own allocations (basis, work vectors, the
+        preconditioner's U; the model and cached Jacobians are outside it): chunks of
+        samples, or the two-pass mode, as info.memory_plan says (fastlanczos.inv_root_apply).
+        """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
         if self._dp is not None:
             z = self._dp.same_z(z)  # the first rank's draw (its generator) on every rank
         m = min(self.n, 200) if m is None else m  # m=0 is an error, not the default
-        pre = self._preconditioner(precondition, z, tol)
+        pre = self._preconditioner(precondition, z, tol, memory_budget)
         x, info = gaussian_sample(self.precision_vp, z, m, tol=tol, precondition=pre,
-                                  progress=progress)
+                                  progress=progress, memory_budget=memory_budget)
         self.last_info = info
         samples = self.theta_hat + x
         return (samples, info) if return_info else samples
 
-    def _preconditioner(self, precondition, z, tol):
+    def _preconditioner(self, precondition, z, tol, memory_budget=None):
         """A preconditioner object (or None) for precondition=, see sample()."""
         if isinstance(precondition, str) and precondition == "diag":
             precondition = self.diagonal()
@@ -188,14 +192,15 @@ class LaplacePosterior:
             key, sketched, shift = ("precision", id(p)), self.precision_vp, 0.0
             floor = low if low > 0 else None
         # the choice too is kept: a repeated sample() call repeats no setup (and no host sync)
-        choice = (precondition, key, shift, floor, z.shape[0], tol, z.dtype)
+        cap = None if memory_budget is None else int(memory_budget // (4 * z[0].nbytes))
+        choice = (precondition, key, shift, floor, z.shape[0], tol, z.dtype, cap)
         if choice not in self._sketches:
             sketch = self._sketches.get(key)
             if sketch is None:
                 sketch = self._sketches.setdefault(key, NystromSketch(
                     sketched, self.n, z.dtype, z.device, self._shared_generator()))
             self._sketches[choice] = choose_preconditioner(
-                precondition, sketched, z, shift, tol, floor=floor, sketch=sketch)
+                precondition, sketched, z, shift, tol, floor=floor, sketch=sketch, max_rank=cap)
             return self._sketches[choice]
         pre = self._sketches[choice]
         if pre is not None:

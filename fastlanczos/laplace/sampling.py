@@ -22,12 +22,14 @@ def with_prior(hvp, prior):
     return lambda V: hvp(V) + prior * V
 
 
-def gaussian_sample(hvp, z, m, *, tol=None, precondition=None, reorth="full", progress=False):
+def gaussian_sample(hvp, z, m, *, tol=None, precondition=None, reorth="full", progress=False,
+                    memory_budget=None):
     """(x, info): x = A^{-1/2} z, or with a preconditioner object (krylov.precondition;
     None: none) x = G (G A G)^{-1/2} z. Both have covariance A^{-1}."""
     try:
         return inv_root_apply(hvp, z, m, tol=tol, reorth=reorth, precondition=precondition,
-                              progress=progress, return_info=True)
+                              progress=progress, memory_budget=memory_budget,
+                              return_info=True)
     except NotPositiveDefiniteError as err:
         raise NotPositiveDefiniteError(f"{err}; {ADVICE}") from err
 
