@@ -51,17 +51,18 @@ class FunmInfo(NamedTuple):
 
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
-               check_symmetry=False, single=False, progress=None):
+               check_symmetry=False, single=False, progress=None, reducer=None):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
     (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
     check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
     takes one vector per call (z was 1-D), which the probe needs to know. progress: a
-    krylov.progress.Progress (or None) told of every product and check."""
+    krylov.progress.Progress (or None) told of every product and check. reducer: a
+    sharded.Reducer when z holds this rank's slices of vectors split over ranks."""
     name, fn, need = resolve(f)
     if check:
-        check_finite_input(z)
+        check_finite_input(z, reducer)
     if check_symmetry:
-        probe = probe_symmetry(matvec, z, single)
+        probe = probe_symmetry(matvec, z, single, reducer)
         if not probe.symmetric:
             raise NotSymmetricError(not_symmetric_message(probe))
     calls = [0]
@@ -83,11 +84,11 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
     schedule = check_steps(m, check_every, tol is not None)
     try:
         result, tracker = run_lanczos(counted, z, m, reorth, on_check,
-                                      schedule.__contains__)
+                                      schedule.__contains__, reducer)
         if check:
             raise_if_invalid(tracker, state, name, need)
     except SYMPTOMS as err:
-        probe = probe_symmetry(matvec, z, single)
+        probe = probe_symmetry(matvec, z, single, reducer)
         if not probe.symmetric:
             raise NotSymmetricError(f"{not_symmetric_message(probe)}. It showed as: {err}") \
                 from err
@@ -97,7 +98,8 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
     if reorth != "none":  # the basis is stored
         x = torch.bmm(coeffs.to(z.dtype).unsqueeze(1), result.basis).squeeze(1)
     else:
-        x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs)
+        x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs,
+                                  reducer)
     info = FunmInfo(tracker.steps, state.err, state.err <= state.tol_or_default,
                     tracker.broken, state.min_ritz, calls[0])
     return x, info
