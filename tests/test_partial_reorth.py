@@ -4,9 +4,12 @@ columns: 0, 1 and 2 Gram-Schmidt passes in one batch), the orthogonality level t
 promises, f(A) z accuracy at equal m against full reorthogonalization and a float64 dense
 eigh reference, and per-column independence of the masks."""
 
+import functools
+
 import pytest
 import torch
-from conftest import rel_err, spd_from_spectrum
+from conftest import rel_err
+from conftest import spd_from_spectrum as _spd_from_spectrum
 
 import fastlanczos as fl
 from fastlanczos import ops
@@ -17,6 +20,16 @@ from fastlanczos.krylov.reorth import cgs2_step_torch, masked_cgs_step_torch
 NO_EXT = pytest.mark.skipif(not ops.available(), reason="fastlanczos._C is not built")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here"))]
+
+
+@functools.cache
+def _cached_spd(key, seed):
+    return _spd_from_spectrum(torch.tensor(key, dtype=torch.float64), seed)
+
+
+def spd_from_spectrum(evals, seed=0):
+    """conftest's, cached: the 800 x 800 QR and product are most of these tests' time."""
+    return _cached_spd(tuple(evals.double().tolist()), seed)
 
 
 def make_step(k, m, n, j, dtype, device, seed=0):
