@@ -186,8 +186,10 @@ def run(args):
             torch.cuda.synchronize()
         t_sample = time.perf_counter() - t1
         print(f"{name}: sampled {args.samples} parameter vectors in {t_sample:.2f} s "
-              f"({args.samples / t_sample:.1f} samples/s): {info.products} block products, "
-              f"Lanczos steps per sample {info.steps.float().mean().item():.1f} "
+              f"({args.samples / t_sample:.1f} samples/s): {info.products} block products "
+              f"+ {info.preconditioner_products} sketch columns (Nystrom rank "
+              f"{info.preconditioner_rank}), Lanczos steps per sample "
+              f"{info.steps.float().mean().item():.1f} "
               f"(max {int(info.steps.max())}), converged {int(info.converged.sum())}/"
               f"{args.samples} at tol {args.tol:g}")
         probs[name] = (p.predictive(x_test, samples=samples),
