@@ -1,6 +1,7 @@
 """One command for a CUDA machine: build the extension, run the GPU tests, time the kernels
 and the end-to-end sampler, and write benchmarks/RESULTS-gpu.md naming the card.
-Also the preconditioned sampler (Nystrom), the memory budget and LaplacePosterior from build
+Also the preconditioned sampler (Nystrom), the memory budget, the masked reorth kernel and
+reorth="partial", the tolerance stop against the oracle m, and LaplacePosterior from build
 to predictive and marglik.
 
     TORCH_CUDA_ARCH_LIST=9.0 python benchmarks/gpu_check.py [--out DIR] [--skip-build]
@@ -205,6 +206,82 @@ def preconditioned(cfg):
               f"{peak / 2**20:.0f} MiB (basis alone {basis / 2**20:.0f} MiB)")
 
 
+def partial_and_stop(cfg):
+    """reorth_step_masked against its torch reference (mixed 0/1/2 passes) and its time per
+    pass count; inv_sqrt_apply with reorth full / partial / none on the end-to-end MLP GGN
+    (time, share outside the products timed inside the run, partial vs full); the tolerance
+    stop on a prescribed spectrum (float64): stop vs the smallest sufficient m, error / tol."""
+    import torch
+    from bench_kernels import timeit
+
+    import fastlanczos as fl
+    from fastlanczos.krylov import ops
+    from fastlanczos.krylov.reorth import masked_cgs_step_torch
+    dev = torch.device(cfg.device)
+    k, mm, j, n = cfg.reorth_sizes[0]
+    j = min(j, mm - 2)  # the step writes row j + 1
+    basis = torch.linalg.qr(torch.randn(k, n, mm, device=dev)).Q.transpose(1, 2).contiguous()
+    w0 = torch.randn(k, n, device=dev)
+    for passes in ([0, 1, 2] * k)[:k], [0] * k, [1] * k, [2] * k:
+        mask = torch.tensor(passes, dtype=torch.uint8, device=dev)
+        b1, b2, w1, w2 = basis.clone(), basis.clone(), w0.clone(), w0.clone()
+        h1, beta1 = ops.reorth_step_masked(b1, w1, mask, j)
+        h2, beta2 = masked_cgs_step_torch(b2, w2, mask, j)
+        diff = float((b1[:, j + 1] - b2[:, j + 1]).abs().max() + (beta1 - beta2).abs().max())
+        t = timeit(lambda: ops.reorth_step_masked(basis.clone(), w0.clone(), mask, j), dev,
+                   cfg.reps)
+        print(f"reorth_step_masked k={k} j={j} n={n} passes {passes[:3]}...: "
+              f"{t * 1e3:.2f} ms (incl. clones), vs torch reference max diff {diff:.1e}")
+    del basis, b1, b2
+    name, make = cfg.operators[1]
+    hvp, n = make(dev)
+    z = torch.randn(cfg.k, n, device=dev)
+    print(f"\n{name}, n = {n}, k = {cfg.k}, m = {cfg.m}, float32")
+    print(f"{'reorth':>8} {'s':>8} {'in-run hvp s':>12} {'outside hvp':>11} {'vs full':>9}")
+    xs = {}
+    for mode in ("full", "partial", "none"):
+        spent = [0.0]
+
+        def timed(V):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = hvp(V)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            spent[0] += time.perf_counter() - t0
+            return out
+        fl.inv_sqrt_apply(hvp, z, cfg.m, shift=1e-2, reorth=mode, check=False)  # warm up
+        t0 = time.perf_counter()
+        xs[mode] = fl.inv_sqrt_apply(timed, z, cfg.m, shift=1e-2, reorth=mode, check=False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter() - t0
+        rel = float((xs[mode] - xs["full"]).norm() / xs["full"].norm())
+        print(f"{mode:>8} {t:>8.3f} {spent[0]:>12.3f} {1 - spent[0] / t:>10.1%} {rel:>9.1e}")
+    del hvp, z, xs
+    nn_ = cfg.stop_n
+    evals = torch.logspace(-3, 0, nn_, dtype=torch.float64, device=dev)
+    q = torch.linalg.qr(torch.randn(nn_, nn_, dtype=torch.float64, device=dev)).Q
+    A = (q * evals) @ q.T
+    z = torch.randn(4, nn_, dtype=torch.float64, device=dev)
+    ref = ((z @ q) * evals.rsqrt()) @ q.T
+    print(f"\ntolerance stop, logspace 1e-3..1 (n = {nn_}), inv_sqrt, 4 columns, float64")
+    print(f"{'tol':>6} {'oracle':>6} {'stop':>5} {'stop/oracle':>11} {'err/tol':>8}")
+    for tol in (1e-3, 1e-6, 1e-9):
+        x, info = fl.inv_sqrt_apply(A, z, nn_, tol=tol, return_info=True)
+        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        stop = int(info.steps.max())
+        oracle = stop  # the smallest fixed m (searched downwards) whose error meets tol
+        while oracle > 1:
+            xm = fl.inv_sqrt_apply(A, z, oracle - 1)
+            if float(((xm - ref).norm(dim=1) / ref.norm(dim=1)).max()) > tol:
+                break
+            oracle -= 1
+        print(f"{tol:>6.0e} {oracle:>6} {stop:>5} {stop / oracle:>11.3f} "
+              f"{float(err.max()) / tol:>8.3f}")
+
+
 def laplace_end_to_end(cfg):
     """LaplacePosterior on the GPU from the user's side: build (GGN, cached Jacobians when
     they fit), sample (precondition="auto"), GLM/probit predictive, marglik prior."""
@@ -284,6 +361,7 @@ class Full:
                  ("MLP GGN 784-2048-4096", lambda dev: mlp_ggn((2048, 4096), dev, 4096))]
     precondition_operator = staticmethod(lambda dev: mlp_ggn((1024, 256), dev, 4096))
     laplace_examples, laplace_width = 4096, 256
+    stop_n = 2048
 
 
 class Smoke(Full):
@@ -296,6 +374,7 @@ class Smoke(Full):
                  ("MLP GGN 784-8", lambda dev: mlp_ggn((8,), dev, 16))]
     precondition_operator = staticmethod(lambda dev: mlp_ggn((8,), dev, 16))
     laplace_examples, laplace_width = 64, 8
+    stop_n = 120
 
 
 def main(argv=None):
@@ -324,6 +403,8 @@ def main(argv=None):
         lambda: end_to_end(cfg))
     section("Preconditioned sampling (inv_root_apply) and memory_budget")(
         lambda: preconditioned(cfg))
+    section("Partial reorthogonalization and the tolerance stop")(
+        lambda: partial_and_stop(cfg))
     section("LaplacePosterior end to end: build, sample, predictive, marglik")(
         lambda: laplace_end_to_end(cfg))
     section("Host synchronization")(lambda: sync_check(cfg))

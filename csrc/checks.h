@@ -53,4 +53,14 @@ inline void check_reorth_inputs(const at::Tensor& basis, const at::Tensor& w, in
               num(basis.size(1)), ")");
 }
 
+inline void check_passes(const at::Tensor& basis, const at::Tensor& passes) {
+  TORCH_CHECK(passes.dim() == 1 && passes.size(0) == basis.size(0),
+              "reorth_step_masked: passes must be (k,) = (", num(basis.size(0)), "), got ",
+              shape(passes.sizes()));
+  TORCH_CHECK(passes.scalar_type() == at::kByte, "reorth_step_masked: passes must be uint8, got ",
+              passes.scalar_type());
+  TORCH_CHECK(passes.device() == basis.device() && passes.is_contiguous(),
+              "reorth_step_masked: passes must be contiguous and on the basis's device");
+}
+
 }  // namespace fastlanczos

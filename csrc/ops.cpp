@@ -25,6 +25,9 @@ int64_t cuda_version() {
 TORCH_LIBRARY(fastlanczos, m) {
   m.def("tridiag_eigh(Tensor alpha, Tensor beta) -> (Tensor, Tensor)");
   m.def("reorth_step(Tensor(a!) basis, Tensor(b!) w, int j) -> (Tensor, Tensor)");
+  // passes (k,) uint8 in {0, 1, 2}: Gram-Schmidt passes per vector (partial reorthogonalization);
+  // returns (the V_j w components summed over the passes, ||w||).
+  m.def("reorth_step_masked(Tensor(a!) basis, Tensor(b!) w, Tensor passes, int j) -> (Tensor, Tensor)");
   m.def("cuda_version() -> int", &cuda_version);
 }
 

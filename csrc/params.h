@@ -25,4 +25,7 @@ struct ReorthParams {
   int64_t m;
   int64_t n;
   int64_t j;
+  // (k,) Gram-Schmidt passes per vector, 0, 1 or 2 (partial reorthogonalization); nullptr: 2
+  // for all. With 0, w is left as it is and only beta = ||w|| and basis[j + 1] are formed.
+  const uint8_t* passes = nullptr;
 };

@@ -7,6 +7,7 @@ Layers, imports pointing down: krylov/ (the engine: tensors and block products),
 (posteriors); api.py joins the first two into the public calls. This file only re-exports.
 """
 
+from . import distributed as distributed  # fastlanczos.distributed.data_parallel
 from .api import funm_apply, inv_root_apply, inv_sqrt_apply, lanczos
 from .curvature import (
     ef_diagonal,

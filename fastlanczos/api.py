@@ -3,15 +3,23 @@
 Each call adapts the operator (fastlanczos.operators: callable, dense, SciPy, torch sparse,
 CuPy, NumPy) into one checked block product and runs the Krylov engine (fastlanczos.krylov)
 on z as a (k, n) block.
+
+shard_group= (a torch.distributed process group, e.g. torch.distributed.group.WORLD): z holds
+this rank's slice of each vector (parameters split over ranks, FSDP-style), hvp maps local
+slices to local slices (communicating inside as it needs), and every inner product and norm
+of the recurrence is all-reduced over the group (krylov/sharded.py); the result is this
+rank's slice. Every rank of the group must make the same call.
 """
 
 import torch
 
+from .errors import LanczosInputError
 from .krylov import funm_block
 from .krylov.budget import plan
-from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_three_term
+from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_partial, lanczos_three_term
 from .krylov.precondition import preconditioned
 from .krylov.progress import make_progress
+from .krylov.sharded import shard_reducer
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
 from .operators.diagonal import operator_diagonal
@@ -19,35 +27,54 @@ from .precondition import choose_preconditioner
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-               check_every=4, check=True, check_symmetry=False, progress=False):
+               check_every=4, check=True, check_symmetry=False, progress=False,
+               shard_group=None):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
     eigenvalues. m: the most Lanczos steps. tol: stop once every column's estimated relative
     error is below tol (checked every few steps, one host sync per check). reorth: "full"
-    (CGS2 against the stored basis) or "none" (three vectors in memory; the basis is
+    (CGS2 against the stored basis every step), "partial" (the stored basis, Gram-Schmidt only
+    at the steps where Simon's omega recurrence estimates orthogonality lost past sqrt(eps))
+    or "none" (three vectors in memory; the basis is
     regenerated in a second pass, so twice the products). check=False skips the final
     validation, so a fixed-m run on a GPU never synchronizes with the host.
     Failures (a non-positive Ritz value, non-finite numbers, an unsolvable tridiagonal)
     spend one more product to test whether the operator is symmetric, and raise
     NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
     progress=True shows a tqdm bar (steps, products, error estimate).
+    shard_group: z and hvp work on this rank's slices (see the module docstring).
     """
+    _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
-    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
     x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
-                   progress)
+                   progress, reducer=reducer)
     return (restore(x), info) if return_info else restore(x)
 
 
+def _check_sharded_operator(hvp, shard_group):
+    if shard_group is not None and (isinstance(hvp, torch.Tensor) or not callable(hvp)):
+        raise LanczosInputError("shard_group= needs hvp to be a callable mapping this rank's "
+                                "slices (k, n_local) to slices; a matrix holds no sharding, got "
+                                f"a {type(hvp).__name__}")
+
+
+def _reducer(shard_group, z2, m, tol, reorth, check_every):
+    if shard_group is None:
+        return None
+    return shard_reducer(shard_group, z2, m, tol, reorth, check_every)
+
+
 def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, progress,
-         pre=None):
+         pre=None, reducer=None):
     bar = make_progress(progress, m * (2 if reorth == "none" else 1))
     try:
         x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
                              check=check, check_symmetry=check_symmetry, single=z.dim() == 1,
-                             progress=bar)
+                             progress=bar, reducer=reducer)
     finally:
         if bar is not None:
             bar.close()
@@ -60,16 +87,18 @@ def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, p
 
 
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
-                   check_every=4, check=True, check_symmetry=False, progress=False):
+                   check_every=4, check=True, check_symmetry=False, progress=False,
+                   shard_group=None):
     """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
                       return_info=return_info, check_every=check_every, check=check,
-                      check_symmetry=check_symmetry, progress=progress)
+                      check_symmetry=check_symmetry, progress=progress,
+                      shard_group=shard_group)
 
 
 def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
                    return_info=False, check_every=4, check=True, check_symmetry=False,
-                   progress=False, memory_budget=None):
+                   progress=False, memory_budget=None, shard_group=None):
     """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
     N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
     (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
@@ -90,10 +119,22 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     sample's basis fits (krylov/budget.py); info.memory_plan says what was chosen.
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
     info.preconditioner_products report the sketch's rank and the vector products it cost.
+    shard_group (see the module docstring): precondition may then be None, this rank's slice
+    of a diagonal d, or an object whose root() works on slices; the sketch and "diag" are
+    not sharded, nor is memory_budget (its chunks would follow each rank's own n).
     """
+    _check_sharded_operator(hvp, shard_group)
+    if shard_group is not None and memory_budget is not None:
+        raise LanczosInputError("memory_budget= is not available with shard_group=")
+    if shard_group is not None and isinstance(precondition, str):
+        raise LanczosInputError(f"precondition={precondition!r} is not available with "
+                                "shard_group= (the Nystrom sketch and the operator's diagonal "
+                                "are not sharded): pass None, this rank's slice of a positive "
+                                "diagonal, or an object whose root() acts on slices")
     hvp_user = hvp
     hvp, z, restore = adapt(hvp, z)
-    z2 = check_arguments(z, m, tol, shift, reorth, check_every)
+    z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     shift = float(shift)
     k, n = z2.shape
     itemsize = z2.element_size()
@@ -110,7 +151,7 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     for start in range(0, k, chosen.chunk):
         rows = z2[start:start + chosen.chunk]
         parts.append(_run(op, z, rows, "inv_sqrt", m, tol, chosen.reorth, check_every, check,
-                          check_symmetry, progress, pre))
+                          check_symmetry, progress, pre, reducer))
     y, info = parts[0] if len(parts) == 1 else _joined(parts)
     info = info._replace(memory_plan=chosen.describe(k))
     if pre is not None:
@@ -136,18 +177,24 @@ def _joined(parts):
     return torch.cat(xs), first._replace(products=sum(i.products for i in infos), **fields)
 
 
-def lanczos(hvp, z, m, *, shift=0.0, reorth="full"):
+def lanczos(hvp, z, m, *, shift=0.0, reorth="full", shard_group=None):
     """The Lanczos basis and tridiagonal of A + shift I from z ((n,) or (k, n)).
 
     Returns LanczosResult(basis (k, m, n), alpha (k, m), beta (k, m-1), residual (k, n),
     steps (k,)) with A V^T = V^T T + residual e_m^T; the k axis is dropped for 1-D z.
-    Columns that reach an invariant subspace stop early (see `steps`)."""
+    Columns that reach an invariant subspace stop early (see `steps`). shard_group: see the
+    module docstring (basis and residual are then this rank's slices)."""
+    _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/CuPy in: every field comes back as NumPy/CuPy
-    z2 = check_arguments(z, m, None, shift, reorth, 1)
+    z2 = check_arguments(z, m, None, shift, reorth, 1, shard_group is not None)
+    reducer = _reducer(shard_group, z2, m, None, reorth, 1)
     matvec = as_block_matvec(hvp, z, float(shift))
-    if reorth == "full":
-        result, _ = lanczos_full(matvec, z2, m, None, None)
+    if reorth == "partial" and reducer is None:
+        result, _ = lanczos_partial(matvec, z2, m, None, None)
+    elif reorth in ("full", "partial"):  # sharded: full reorthogonalization (krylov.lanczos)
+        result, _ = lanczos_full(matvec, z2, m, None, None, reducer)
     else:
-        result, _ = lanczos_three_term(matvec, z2, m, None, None, keep_basis=True)
+        result, _ = lanczos_three_term(matvec, z2, m, None, None, keep_basis=True,
+                                       reducer=reducer)
     result = LanczosResult(*(t[0] for t in result)) if z.dim() == 1 else result
     return LanczosResult(*map(restore, result))

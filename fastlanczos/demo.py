@@ -81,6 +81,16 @@ def train_map(net, x, y, delta, epochs, batch=64, lr=0.1, seed=0):
     return net.eval()
 
 
+def trained_digits_cnn(seed=0, epochs=20, weight_decay=1.0, device="cpu", dtype=torch.float32):
+    """(net, data): the demo's CNN trained to its MAP on digits_split(seed); the same seeds
+    give the same network in the demo and in benchmarks/compare_laplace.py."""
+    torch.manual_seed(seed)
+    data = digits_split(seed, device, dtype)
+    net = train_map(digits_cnn().to(device, dtype), *data["train"], weight_decay, epochs,
+                    seed=seed)
+    return net, data
+
+
 def save_reliability(path, curves, entropies):
     """Left: reliability diagram on the test set; right: predictive entropy histograms on the
     test (solid) and rotated (dashed) digits."""
@@ -130,11 +140,8 @@ def score(probs, labels, probs_rot):
 
 def run(args):
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    data = digits_split(args.seed, device, dtype)
-    net = train_map(digits_cnn().to(device, dtype), *data["train"], args.weight_decay,
-                    args.epochs, seed=args.seed)
+    net, data = trained_digits_cnn(args.seed, args.epochs, args.weight_decay, device, dtype)
     t_train = time.perf_counter() - t0
     n = sum(p.numel() for p in net.parameters())
     print(f"trained digits CNN ({n} parameters, {len(data['train'][1])} training images) "
@@ -179,8 +186,10 @@ def run(args):
             torch.cuda.synchronize()
         t_sample = time.perf_counter() - t1
         print(f"{name}: sampled {args.samples} parameter vectors in {t_sample:.2f} s "
-              f"({args.samples / t_sample:.1f} samples/s): {info.products} block products, "
-              f"Lanczos steps per sample {info.steps.float().mean().item():.1f} "
+              f"({args.samples / t_sample:.1f} samples/s): {info.products} block products "
+              f"+ {info.preconditioner_products} sketch columns (Nystrom rank "
+              f"{info.preconditioner_rank}), Lanczos steps per sample "
+              f"{info.steps.float().mean().item():.1f} "
               f"(max {int(info.steps.max())}), converged {int(info.converged.sum())}/"
               f"{args.samples} at tol {args.tol:g}")
         probs[name] = (p.predictive(x_test, samples=samples),

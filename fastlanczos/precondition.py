@@ -14,6 +14,11 @@ from .operators import adapt, as_block_matvec
 PRECONDITIONERS = ("auto", "nystrom", "diag", None)
 
 
+def rank_limit(n, cap=None):
+    """The largest sketch rank: n // 2, 1024, and cap (memory_budget's or the caller's)."""
+    return max(min(n // 2, 1024, n if cap is None else int(cap)), 1)
+
+
 def nystrom_preconditioner(hvp, n, rank="auto", *, shift=0.0, floor=None, num_vectors=8,
                            tol=1e-6, max_rank=None, dtype=None, device=None, generator=None):
     """A low-rank-plus-scalar preconditioner P = U^T diag(max(lam + shift, mu)) U
@@ -24,19 +29,18 @@ def nystrom_preconditioner(hvp, n, rank="auto", *, shift=0.0, floor=None, num_ve
 
     rank: an int, or "auto": start at 16 and double while a model of the spectrum (the
     sketch's eigenvalues over a bulk down to the floor) predicts that the products saved on
-    num_vectors samples to tol exceed the products the larger sketch costs (plus the dearer
-    root), up to max_rank (default min(n // 2, 1024)). Each growth is one block product of
+    num_vectors samples to tol exceed the products the larger sketch costs, up to max_rank
+    (default min(n // 2, 1024)). Each growth is one block product of
     the new columns. dtype/device: of the vectors hvp takes (default: hvp's own if it is a
     matrix, else float64 / CPU). The object has root(V), rank, products (vector products
     spent), lam, mu, u; with rank="auto" also .choice (the growth trace)."""
     like = _probe(hvp, n, dtype, device)
     hvp, _, _ = adapt(hvp, like)
     matvec = as_block_matvec(hvp, like, 0.0)
-    limit = min(n // 2, 1024) if max_rank is None else int(max_rank)
     if rank == "auto":
         pre, _, _, choice = grow_auto(matvec, n, like.dtype, like.device, shift=float(shift),
                                       floor=floor, num_vectors=num_vectors, tol=tol,
-                                      max_rank=max(limit, 1), generator=generator)
+                                      max_rank=rank_limit(n, max_rank), generator=generator)
         pre.choice = choice
         return pre
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= n:
@@ -63,11 +67,9 @@ def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None,
         if precondition == "diag":
             return _diagonal(diagonal() + shift)
         k, n = z2.shape
-        if sketch is None:
-            sketch = NystromSketch(sketched, n, z2.dtype, z2.device)
         pre, plain, with_pre, choice = grow_auto(
             sketched, n, z2.dtype, z2.device, shift=shift, floor=floor, num_vectors=k, tol=tol,
-            max_rank=max(min(n // 2, 1024, max_rank or n), 1), sketch=sketch)
+            max_rank=rank_limit(n, max_rank), sketch=sketch)
         pre.choice = choice
         pre.products = choice.new_products  # this call's cost: a kept sketch is not re-paid
         if precondition == "auto" and not worth_it(plain, with_pre, choice.q):

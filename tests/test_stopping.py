@@ -2,11 +2,10 @@
 
 Each column's exact f(A) z comes from a float64 eigh; the oracle m from one full Lanczos
 basis (x_m = ||z|| V_m f(T_m) e_1 for every m). The rule must never stop with an error
-above tol, and should stop within 1.05x of the oracle. Slack (stated): columns whose
-oracle is under 40 steps may stop up to WINDOW_MIN + 4 steps late, since the fit needs a
-window of one-step changes (krylov/stopping.py); above that, ceil(1.05 oracle) + 2 steps
-on these spectra, a little more at tol 1e-3 on kappa 1e3, where the decay is slowest and
-each step gains only ~5% (measured: 1.09-1.10x there; benchmarks/bench_stopping.py).
+above tol. Slack (stated, measured with benchmarks/bench_stopping.py): at tol < 1e-3,
+ceil(1.05 oracle) + 2 steps (one or two steps late where a superlinear drop comes without
+warning, e.g. the clustered spectrum); at tol 1e-3, 1.3x, since on slow decay (rho ~ 0.9)
+the fit overestimates the error up to 2x and each step gains only ~10%.
 """
 
 import math
@@ -17,7 +16,7 @@ from conftest import dense_funm, spd_from_spectrum
 
 import fastlanczos as fl
 from fastlanczos.krylov.matfuncs import resolve
-from fastlanczos.krylov.stopping import WINDOW_MIN, fit_estimate
+from fastlanczos.krylov.stopping import fit_estimate
 
 FNS = {"inv_sqrt": torch.rsqrt, "sqrt": torch.sqrt, "inv": torch.reciprocal,
        "exp": torch.exp, "log": torch.log}
@@ -47,9 +46,7 @@ def error_curve(A, z, f, m):
 
 
 def allowed(oracle, tol):
-    if oracle < 40:
-        return oracle + WINDOW_MIN + 4
-    return math.ceil(1.05 * oracle) + (2 if tol < 1e-3 else 12)
+    return math.ceil(1.05 * oracle) + 2 if tol < 1e-3 else math.ceil(1.3 * oracle) + 1
 
 
 CASES = [("logspace", "inv_sqrt"), ("logspace", "log"), ("logspace", "sqrt"),
@@ -103,16 +100,22 @@ def test_callable_f_and_backends_agree(monkeypatch):
 
 
 def test_fit_estimate_of_a_geometric_sequence():
-    rho = 0.8
-    changes = (0.1 * rho ** torch.arange(10.0)).double().unsqueeze(0)
-    est, slope = fit_estimate(changes, floor=1e-13)
-    # the remaining sum of a geometric series: D_last rho / (1 - rho)
-    assert torch.allclose(slope.exp(), torch.tensor([rho], dtype=torch.float64))
-    assert torch.allclose(est, changes[:, -1] * rho / (1 - rho))
-    flat, _ = fit_estimate(torch.full((1, 8), 1e-3, dtype=torch.float64), floor=1e-13)
-    assert torch.isinf(flat).all()  # no decay: never stop on it
-    noise, _ = fit_estimate(torch.full((1, 8), 1e-15, dtype=torch.float64), floor=1e-13)
-    assert torch.allclose(noise, torch.tensor([8e-15], dtype=torch.float64))
+    rho, c, k = 0.8, 1e-2, 2
+    target = torch.randn(k, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u = torch.randn(k, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = u / u.norm(dim=1, keepdim=True)
+    ys = [target - c * rho**i * u for i in range(9)]  # errors c rho^i, all along u
+    points = [(i, ys[i]) for i in (0, 3, 5, 6, 7)]  # any earlier checks, not only neighbours
+    est, slope = fit_estimate(ys[8], 8, points, floor=1e-13)
+    truth = c * rho**8 / ys[-1].norm(dim=1)
+    assert torch.allclose(slope.exp(), torch.full((k,), rho, dtype=torch.float64))
+    assert torch.allclose(est, truth)
+    flat = [target + 1e-3 * (-1) ** i * u for i in range(9)]  # no decay: never stop on it
+    est, _ = fit_estimate(flat[8], 8, [(i, flat[i]) for i in range(8)], floor=1e-13)
+    assert torch.isinf(est).all()
+    noise = [target + 1e-16 * i * u for i in range(9)]  # changes at rounding level
+    est, _ = fit_estimate(noise[8], 8, [(i, noise[i]) for i in range(8)], floor=1e-13)
+    assert (est <= 1e-14).all()
 
 
 def test_columns_stop_independently():

@@ -9,6 +9,7 @@
 // are only as good as them.
 // Determinism: chunk and task boundaries depend on (n, j, dtype) only, never on the thread
 // count, and the per-task partial sums are added in task order.
+// reorth_step_masked runs the same passes for a per-vector count of Gram-Schmidt passes.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -106,17 +107,20 @@ struct Layout {
   }
 };
 
-// Runs body(b, start, len, part) over every chunk, grouped in tasks; part points at the task's
-// `width` partial sums, which the body accumulates into.
+// Runs body(b, start, len, part) over every chunk of the vectors listed in cols, grouped in
+// tasks; part points at the task's `width` partial sums, which the body accumulates into.
+// Only the listed vectors' tasks are handed out, so the cores share whatever work there is
+// (with partial reorthogonalization often one vector of k).
 template <typename T, typename Body>
 std::vector<double> over_chunks(const ReorthParams<T>& p, const Layout<T>& L, int64_t width,
-                                const Body& body) {
+                                const std::vector<int64_t>& cols, const Body& body) {
   std::vector<double> part(p.k * L.ntask * width, 0.0);
-  at::parallel_for(0, p.k * L.ntask, 1, [&](int64_t begin, int64_t end) {
+  const int64_t count = int64_t(cols.size()) * L.ntask;
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
     std::vector<double> buf(L.chunk);
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / L.ntask, first = (idx % L.ntask) * L.task;
-      const int64_t last = std::min(first + L.task, p.n);
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t b = cols[q / L.ntask], idx = b * L.ntask + q % L.ntask;
+      const int64_t first = (q % L.ntask) * L.task, last = std::min(first + L.task, p.n);
       for (int64_t s = first; s < last; s += L.chunk)
         body(b, s, std::min(L.chunk, last - s), buf.data(), part.data() + idx * width);
     }
@@ -138,16 +142,23 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
   const int64_t R = L.rows, n = p.n;
   auto V = [&](int64_t b, int64_t s) { return p.basis + b * p.m * n + s; };
   auto W = [&](int64_t b, int64_t s) { return p.w + b * n + s; };
+  auto passes = [&](int64_t b) { return p.passes ? std::min(int(p.passes[b]), 2) : 2; };
+  std::vector<int64_t> all, once, twice;  // vectors with >= 0, >= 1, 2 passes
+  for (int64_t b = 0; b < p.k; ++b) {
+    all.push_back(b);
+    if (passes(b) >= 1) once.push_back(b);
+    if (passes(b) >= 2) twice.push_back(b);
+  }
 
   // pass 1: h1 = V w
-  auto part = over_chunks(p, L, R, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
+  auto part = over_chunks(p, L, R, once, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
     dot_rows(V(b, s), n, W(b, s), R, len, h);
   });
   std::vector<double> h1(p.k * R), h2(p.k * R);
   for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h1.data() + b * R);
 
-  // pass 2: w -= V^T h1, then h2 = V w on the same chunk
-  part = over_chunks(p, L, R, [&](int64_t b, int64_t s, int64_t len, double* acc, double* h) {
+  // pass 2 (second Gram-Schmidt pass only): w -= V^T h1, then h2 = V w on the same chunk
+  part = over_chunks(p, L, R, twice, [&](int64_t b, int64_t s, int64_t len, double* acc, double* h) {
     T* w = W(b, s);
     for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
     subtract_rows(acc, V(b, s), n, h1.data() + b * R, R, len);
@@ -156,12 +167,16 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
   });
   for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h2.data() + b * R);
 
-  // pass 3: w -= V^T h2 and ||w||^2 of the values as stored
-  part = over_chunks(p, L, 1, [&](int64_t b, int64_t s, int64_t len, double* acc, double* sq) {
+  // pass 3: w -= V^T h_last (h2 after two passes, h1 after one, nothing after none) and
+  // ||w||^2 of the values as stored
+  const std::vector<double>* last[3] = {nullptr, &h1, &h2};
+  part = over_chunks(p, L, 1, all, [&](int64_t b, int64_t s, int64_t len, double* acc, double* sq) {
     T* w = W(b, s);
-    for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
-    subtract_rows(acc, V(b, s), n, h2.data() + b * R, R, len);
-    for (int64_t t = 0; t < len; ++t) w[t] = static_cast<T>(acc[t]);
+    if (passes(b) > 0) {
+      for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
+      subtract_rows(acc, V(b, s), n, last[passes(b)]->data() + b * R, R, len);
+      for (int64_t t = 0; t < len; ++t) w[t] = static_cast<T>(acc[t]);
+    }
     sq[0] += dot(w, w, len);
   });
   std::vector<double> inv(p.k);
@@ -169,12 +184,12 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
     double sq;
     reduce_tasks(part, b, L.ntask, 1, &sq);
     p.beta[b] = std::sqrt(sq);
-    p.alpha[b] = h1[b * R + p.j] + h2[b * R + p.j];
+    p.alpha[b] = h1[b * R + p.j] + h2[b * R + p.j];  // zero for the passes not run
     inv[b] = p.beta[b] > 0 ? 1.0 / p.beta[b] : 0.0;
   }
 
   if (p.j + 1 >= p.m) return;  // no row left to write
-  over_chunks(p, L, 0, [&](int64_t b, int64_t s, int64_t len, double*, double*) {
+  over_chunks(p, L, 0, all, [&](int64_t b, int64_t s, int64_t len, double*, double*) {
     const T* w = W(b, s);
     T* next = V(b, s) + (p.j + 1) * n;
     for (int64_t t = 0; t < len; ++t) next[t] = static_cast<T>(static_cast<double>(w[t]) * inv[b]);
@@ -194,9 +209,29 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_cpu(at::Tensor basis, at::Tensor 
   return {alpha, beta};
 }
 
+// Partial reorthogonalization: passes[b] Gram-Schmidt passes for vector b (0, 1 or 2); the
+// mask is read here directly, which costs nothing on the CPU.
+std::tuple<at::Tensor, at::Tensor> reorth_step_masked_cpu(at::Tensor basis, at::Tensor w,
+                                                          at::Tensor passes, int64_t j) {
+  check_reorth_inputs(basis, w, j);
+  check_passes(basis, passes);
+  const int64_t k = basis.size(0);
+  at::Tensor alpha = at::empty({k}, basis.options().dtype(at::kDouble));
+  at::Tensor beta = at::empty({k}, basis.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "reorth_step_masked_cpu", [&] {
+    ReorthParams<scalar_t> p{basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                             alpha.data_ptr<double>(), beta.data_ptr<double>(), k, basis.size(1),
+                             basis.size(2), j};
+    p.passes = passes.data_ptr<uint8_t>();
+    reorth_step_kernel(p);
+  });
+  return {alpha, beta};
+}
+
 }  // namespace
 }  // namespace fastlanczos
 
 TORCH_LIBRARY_IMPL(fastlanczos, CPU, m) {
   m.impl("reorth_step", &fastlanczos::reorth_step_cpu);
+  m.impl("reorth_step_masked", &fastlanczos::reorth_step_masked_cpu);
 }

@@ -12,6 +12,9 @@
 // the basis then comes from DRAM three times, not four. For large j * k the tiles do not fit
 // and the second read partly goes to DRAM. Partial sums are reduced in block order (deterministic, no atomics) and accumulated in
 // float64 also for float32 vectors, because alpha and beta feed the float64 tridiagonal.
+// reorth_step_masked (partial reorthogonalization) takes a per-vector count of Gram-Schmidt
+// passes from a device mask: blocks of vectors with fewer passes exit at once (writing zero
+// partials), so the host never reads the mask.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
@@ -33,6 +36,10 @@ constexpr int kElems = 4;  // per thread and tile: amortizes one warp reduction 
 constexpr int64_t kTile = int64_t(kThreads) * kElems;
 
 enum Pass { kDots = 0, kUpdateDots = 1, kUpdateNorm = 2 };
+
+__device__ __forceinline__ int passes_of(const uint8_t* passes, int64_t b) {
+  return passes == nullptr ? 2 : min(int(passes[b]), 2);
+}
 
 __device__ __forceinline__ double warp_sum(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -72,6 +79,12 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   const int64_t b = blockIdx.y, n = p.n;
+  const int passes = passes_of(p.passes, b);
+  double* out = part + (b * gridDim.x + blockIdx.x) * width;
+  if ((P == kDots && passes < 1) || (P == kUpdateDots && passes < 2)) {  // pass not run
+    for (int64_t i = threadIdx.x; i < width; i += kThreads) out[i] = 0.0;
+    return;  // uniform over the block: no __syncthreads is skipped by some threads only
+  }
   const T* V = p.basis + b * p.m * n;
   T* w = p.w + b * n;
   const double* hb = h + b * rows;
@@ -82,7 +95,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t t = base + e * kThreads + threadIdx.x;
       x[e] = t < n ? static_cast<double>(w[t]) : 0.0;
     }
-    if (P != kDots) {
+    if (P != kDots && passes > 0) {
       for (int64_t i = 0; i < rows; ++i) {
         const double hi = hb[i];
 #pragma unroll
@@ -118,7 +131,6 @@ __global__ void __launch_bounds__(kThreads)
       });
     }
   }
-  double* out = part + (b * gridDim.x + blockIdx.x) * width;
   for (int64_t i = threadIdx.x; i < width; i += kThreads) out[i] = acc[i];
 }
 
@@ -136,7 +148,9 @@ __global__ void reduce_kernel(ReorthParams<T> p, const double* part, int blocks,
       p.beta[b] = beta;
       inv[b] = beta > 0.0 ? 1.0 / beta : 0.0;
     } else {
-      out[b * rows + i] = s;
+      // a vector with one pass subtracts V^T h1 in pass 3, so its h1 goes to the h2 slot
+      const bool one = P == kUpdateDots && passes_of(p.passes, b) == 1;
+      out[b * rows + i] = one ? h1[b * rows + i] : s;
       if (P == kUpdateDots && i == p.j) p.alpha[b] = h1[b * rows + i] + s;
     }
   }
@@ -200,8 +214,8 @@ void launch_reorth(const ReorthParams<T>& p, const at::TensorOptions& opts) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> reorth_step_cuda(at::Tensor basis, at::Tensor w, int64_t j) {
-  check_reorth_inputs(basis, w, j);
+std::tuple<at::Tensor, at::Tensor> reorth_step_cuda(at::Tensor basis, at::Tensor w, int64_t j,
+                                                    const uint8_t* passes = nullptr) {
   const c10::cuda::CUDAGuard guard(basis.device());
   const int64_t k = basis.size(0);
   at::Tensor alpha = at::empty({k}, basis.options().dtype(at::kDouble));
@@ -210,15 +224,28 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_cuda(at::Tensor basis, at::Tensor
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "reorth_step_cuda", [&] {
     launch_reorth(ReorthParams<scalar_t>{basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                                          alpha.data_ptr<double>(), beta.data_ptr<double>(), k,
-                                         basis.size(1), basis.size(2), j},
+                                         basis.size(1), basis.size(2), j, passes},
                   alpha.options());
   });
   return {alpha, beta};
+}
+
+std::tuple<at::Tensor, at::Tensor> reorth_step_full_cuda(at::Tensor basis, at::Tensor w, int64_t j) {
+  check_reorth_inputs(basis, w, j);
+  return reorth_step_cuda(basis, w, j);
+}
+
+std::tuple<at::Tensor, at::Tensor> reorth_step_masked_cuda(at::Tensor basis, at::Tensor w,
+                                                           at::Tensor passes, int64_t j) {
+  check_reorth_inputs(basis, w, j);
+  check_passes(basis, passes);
+  return reorth_step_cuda(basis, w, j, passes.data_ptr<uint8_t>());
 }
 
 }  // namespace
 }  // namespace fastlanczos
 
 TORCH_LIBRARY_IMPL(fastlanczos, CUDA, m) {
-  m.impl("reorth_step", &fastlanczos::reorth_step_cuda);
+  m.impl("reorth_step", &fastlanczos::reorth_step_full_cuda);
+  m.impl("reorth_step_masked", &fastlanczos::reorth_step_masked_cuda);
 }

@@ -54,18 +54,20 @@ class FunmInfo(NamedTuple):
 
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
-               check_symmetry=False, single=False, progress=None, rule="current"):
+               check_symmetry=False, single=False, progress=None, reducer=None,
+               rule="current"):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
     (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
     check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
     takes one vector per call (z was 1-D), which the probe needs to know. progress: a
-    krylov.progress.Progress (or None) told of every product and check. rule="previous":
-    the old stopping rule, for benchmarks (krylov/stopping.py)."""
+    krylov.progress.Progress (or None) told of every product and check. reducer: a
+    sharded.Reducer when z holds this rank's slices of vectors split over ranks.
+    rule="previous": the old stopping rule, for benchmarks (krylov/stopping.py)."""
     name, fn, need = resolve(f)
     if check:
-        check_finite_input(z)
+        check_finite_input(z, reducer)
     if check_symmetry:
-        probe = probe_symmetry(matvec, z, single)
+        probe = probe_symmetry(matvec, z, single, reducer)
         if not probe.symmetric:
             raise NotSymmetricError(not_symmetric_message(probe))
     calls = [0]
@@ -85,21 +87,23 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
                 progress.checked(state.err, t.done)
             return stop
     try:
-        result, tracker = run_lanczos(counted, z, m, reorth, on_check, state.check_at)
+        result, tracker = run_lanczos(counted, z, m, reorth, on_check, state.check_at,
+                                      reducer)
         if check:
             raise_if_invalid(tracker, state, name, need)
     except SYMPTOMS as err:
-        probe = probe_symmetry(matvec, z, single)
+        probe = probe_symmetry(matvec, z, single, reducer)
         if not probe.symmetric:
             raise NotSymmetricError(f"{not_symmetric_message(probe)}. It showed as: {err}") \
                 from err
         raise
 
     coeffs = state.y * tracker.znorm.unsqueeze(1)
-    if reorth == "full":
+    if reorth != "none":  # the basis is stored
         x = torch.bmm(coeffs.to(z.dtype).unsqueeze(1), result.basis).squeeze(1)
     else:
-        x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs)
+        x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs,
+                                  reducer)
     info = FunmInfo(tracker.steps, state.err, state.err <= state.tol_or_default,
                     tracker.broken, state.min_ritz, calls[0])
     return x, info

@@ -22,7 +22,9 @@ import torch
 
 from . import ops
 from .backend import use_extension
-from .reorth import cgs2_step_torch, three_term_step_torch
+from .orthogonality import OmegaEstimate
+from .reorth import cgs2_step_torch, masked_cgs_step_torch, three_term_step_torch
+from .sharded import cgs2_step_sharded, three_term_step_sharded
 
 
 def breakdown_factor(n: int, eps: float) -> float:
@@ -46,15 +48,17 @@ class LanczosResult(NamedTuple):
 
 
 class _Tracker:
-    """Per-column state shared by both recurrences (all device tensors, no host reads)."""
+    """Per-column state shared by both recurrences (all device tensors, no host reads).
+    reducer: a sharded.Reducer when z's rows are slices split over ranks (None: whole rows)."""
 
-    def __init__(self, z: torch.Tensor, m: int):
+    def __init__(self, z: torch.Tensor, m: int, reducer=None):
         k, dev = z.shape[0], z.device
+        self.reducer = reducer
         self.eps = torch.finfo(z.dtype).eps
-        self.tiny = breakdown_factor(z.shape[1], self.eps)
+        self.tiny = breakdown_factor(z.shape[1] if reducer is None else reducer.n, self.eps)
         self.alpha = torch.zeros(k, m, dtype=torch.float64, device=dev)
         self.beta = torch.zeros(k, m, dtype=torch.float64, device=dev)
-        self.znorm = safe_norm(z)
+        self.znorm = safe_norm(z, reducer)
         self.done = self.znorm == 0  # a zero column has nothing to build
         self.broken = self.done.clone()
         self.steps = torch.zeros(k, dtype=torch.int64, device=dev)
@@ -69,9 +73,12 @@ class _Tracker:
         """Scale w = A v_j in place by c (chosen at j = 0, see the module docstring), note
         ||c A v_j|| and whether it is finite."""
         if j == 0:
-            self.c = output_scale(w)
+            self.c = output_scale(w, self.reducer)
         w.mul_(self.c.to(w.dtype).unsqueeze(1))
-        self.wnorm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+        if self.reducer is None:
+            self.wnorm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+        else:
+            self.wnorm = self.reducer.norm(w)
         bad = ~torch.isfinite(self.wnorm) & (self.first_nonfinite < 0)
         self.first_nonfinite = torch.where(bad, j, self.first_nonfinite)
 
@@ -92,35 +99,42 @@ class _Tracker:
 
 
 def run_lanczos(matvec, z: torch.Tensor, m: int, reorth: str = "full", on_check=None,
-                check_at=None):
+                check_at=None, reducer=None):
     """Run up to m steps from the rows of z (k, n). matvec maps (k, n) -> (k, n).
 
     on_check(tracker, j) is called after the steps listed by check_at(j) -> bool; it may mark
     columns done (tolerance mode) and returns True to stop early. Returns (LanczosResult,
     tracker); with reorth="none" the basis is not stored (result.basis is None).
+    reducer: a sharded.Reducer when z holds this rank's slices of the vectors.
     """
-    if reorth == "full":
-        return lanczos_full(matvec, z, m, on_check, check_at)
-    return lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis=False)
+    if reorth == "partial" and reducer is None:
+        return lanczos_partial(matvec, z, m, on_check, check_at)
+    if reorth in ("full", "partial"):  # sharded vectors: the partial step has no sharded form
+        return lanczos_full(matvec, z, m, on_check, check_at, reducer)
+    return lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis=False,
+                              reducer=reducer)
 
 
-def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
+def lanczos_full(matvec, z, m, on_check, check_at, reducer=None) -> LanczosResult:
     k, n = z.shape
-    t = _Tracker(z, m)
+    t = _Tracker(z, m, reducer)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
     # On the CPU, one float32 vector's step stays on torch: its BLAS runs float32 SIMD on every
     # core, while the kernel accumulates in float64 and is 0.7-0.9x at j = 127 (1.2-3x at
     # j = 31). For float64, or from k = 2 on, the kernel is ahead: k = 1 float64 0.98-2.4x,
     # k = 2 3-11x (n 1e3 to 1e6, 2 cores, benchmarks/bench_kernels.py --only reorth).
-    compiled = use_extension(z.device) and (
+    compiled = reducer is None and use_extension(z.device) and (
         k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
     w = None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)
         t.saw_output(w, j)
         step = ops.reorth_step if compiled and j < ops.REORTH_MAX_ROWS else cgs2_step_torch
-        a, b = step(basis, w, j)  # w becomes the residual; basis[:, j+1] = w / b
+        if reducer is not None:
+            a, b = cgs2_step_sharded(basis, w, j, reducer)
+        else:
+            a, b = step(basis, w, j)  # w becomes the residual; basis[:, j+1] = w / b
         done = t.record(j, a, b)
         if j + 1 < m:
             basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
@@ -130,10 +144,44 @@ def lanczos_full(matvec, z, m, on_check, check_at) -> LanczosResult:
     return _result(t, basis[:, :m], w, m), t
 
 
-def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis):
-    """Plain recurrence; keeps three vectors unless keep_basis (then it also stores V)."""
+def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
+    """Partial reorthogonalization (Simon 1984): the three-term update every step, and
+    Gram-Schmidt against the stored basis only for the columns whose estimated loss of
+    orthogonality (orthogonality.OmegaEstimate) passed sqrt(eps), decided on the device.
+    The tracker gains .reorth_count (k,): steps each column was reorthogonalized at."""
     k, n = z.shape
     t = _Tracker(z, m)
+    omega = OmegaEstimate(k, m, z.dtype, z.device)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
+    basis[:, 0] = t.start_vector(z)
+    # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
+    compiled = use_extension(z.device) and (
+        k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+    zero = torch.zeros_like(z[:, 0], dtype=torch.float64)
+    b, w = zero, None
+    for j in range(m):
+        w = _fresh(matvec(basis[:, j]), basis)
+        t.saw_output(w, j)
+        v_prev = basis[:, j - 1] if j else torch.zeros_like(w)
+        a, b = three_term_step_torch(basis[:, j], v_prev, b, w)
+        passes = omega.passes(j, a, b, ~t.done)
+        step = (ops.reorth_step_masked if compiled and j < ops.REORTH_MAX_ROWS
+                else masked_cgs_step_torch)
+        h, b = step(basis, w, passes, j)  # basis[:, j+1] = w / b
+        done = t.record(j, a + h, b)
+        if j + 1 < m:
+            basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
+        if on_check is not None and check_at(j) and on_check(t, j):
+            m = j + 1
+            break
+    t.reorth_count = omega.count
+    return _result(t, basis[:, :m], w, m), t
+
+
+def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis, reducer=None):
+    """Plain recurrence; keeps three vectors unless keep_basis (then it also stores V)."""
+    k, n = z.shape
+    t = _Tracker(z, m, reducer)
     v_prev = torch.zeros_like(z)
     v = t.start_vector(z)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device) if keep_basis else None
@@ -144,7 +192,10 @@ def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis):
             basis[:, j] = v
         w = _fresh(matvec(v), v)
         t.saw_output(w, j)
-        a, b = three_term_step_torch(v, v_prev, b, w)
+        if reducer is None:
+            a, b = three_term_step_torch(v, v_prev, b, w)
+        else:
+            a, b = three_term_step_sharded(v, v_prev, b, w, reducer)
         done = t.record(j, a, b)
         v_prev, v = v, _next_vector(w, b, done)
         if on_check is not None and check_at(j) and on_check(t, j):
@@ -153,11 +204,11 @@ def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis):
     return _result(t, basis[:, :m] if keep_basis else None, w, m), t
 
 
-def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs):
+def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs, reducer=None):
     """Second pass of the O(n)-memory mode: rebuild v_j with the stored alpha/beta (same ops,
     same rounding as the first pass) and return sum_j coeffs[:, j] v_j."""
     k, m = coeffs.shape
-    t = _Tracker(z, 1)
+    t = _Tracker(z, 1, reducer)
     v_prev = torch.zeros_like(z)
     v = t.start_vector(z)
     x = torch.zeros_like(z)
@@ -168,7 +219,7 @@ def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs):
         if j + 1 == m:
             break
         w = _fresh(matvec(v), v)
-        c = output_scale(w) if c is None else c  # the first pass's scale: same w_0, same c
+        c = output_scale(w, reducer) if c is None else c  # the first pass's: same w_0, same c
         w.mul_(c.to(w.dtype).unsqueeze(1))
         w.sub_(b.to(z.dtype).unsqueeze(1) * v_prev)
         w.sub_((alpha[:, j] * c).to(z.dtype).unsqueeze(1) * v)
@@ -202,19 +253,24 @@ def _result(t: _Tracker, basis, w, m) -> LanczosResult:
 SAFE_EXPONENT = 256
 
 
-def output_scale(w: torch.Tensor) -> torch.Tensor:
+def output_scale(w: torch.Tensor, reducer=None) -> torch.Tensor:
     """(k,) float64 powers of two c: 1 where the largest |entry| of a row is in the safe
     range (or zero, or not finite: reported elsewhere), else 2^-e with e its exponent."""
-    big = torch.linalg.vector_norm(w, ord=float("inf"), dim=1, dtype=torch.float64)
+    if reducer is None:
+        big = torch.linalg.vector_norm(w, ord=float("inf"), dim=1, dtype=torch.float64)
+    else:
+        big = reducer.inf_norm(w)
     safe = (big == 0) | ~torch.isfinite(big) | (
         (big >= 2.0**-SAFE_EXPONENT) & (big <= 2.0**SAFE_EXPONENT))
     exponent = torch.frexp(big).exponent
     return torch.where(safe, 1.0, torch.ldexp(torch.ones_like(big), -exponent))
 
 
-def safe_norm(z: torch.Tensor) -> torch.Tensor:
+def safe_norm(z: torch.Tensor, reducer=None) -> torch.Tensor:
     """(k,) float64 row norms that neither overflow nor underflow: the largest entry is
     divided out first (as LAPACK's dnrm2 does), exactly, by a power of two."""
-    c = output_scale(z)
+    c = output_scale(z, reducer)
+    if reducer is not None:
+        return reducer.norm(z * c.to(z.dtype).unsqueeze(1)) / c
     return torch.linalg.vector_norm(z * c.to(z.dtype).unsqueeze(1), dim=1,
                                     dtype=torch.float64) / c

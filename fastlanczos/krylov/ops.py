@@ -71,7 +71,8 @@ def supports(device) -> bool:
     if key is None:
         return False
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    return all(has(f"fastlanczos::{op}", key) for op in ("tridiag_eigh", "reorth_step"))
+    return all(has(f"fastlanczos::{op}", key) for op in ("tridiag_eigh", "reorth_step",
+                                                         "reorth_step_masked"))
 
 
 def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +91,14 @@ def reorth_step(basis: torch.Tensor, w: torch.Tensor, j: int) -> tuple[torch.Ten
     return torch.ops.fastlanczos.reorth_step(basis, w, j)
 
 
+def reorth_step_masked(basis: torch.Tensor, w: torch.Tensor, passes: torch.Tensor,
+                       j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Partial reorthogonalization's fused step, same contract as
+    ``reorth.masked_cgs_step_torch``: passes (k,) uint8 Gram-Schmidt passes per column (0, 1
+    or 2); returns float64 (v_j components removed, beta) of shape (k,)."""
+    return torch.ops.fastlanczos.reorth_step_masked(basis, w, passes, j)
+
+
 if _C is not None:
 
     @torch.library.register_fake("fastlanczos::tridiag_eigh")
@@ -99,6 +108,12 @@ if _C is not None:
 
     @torch.library.register_fake("fastlanczos::reorth_step")
     def _reorth_step_fake(basis, w, j):
+        k = basis.shape[0]
+        return (basis.new_empty((k,), dtype=torch.float64),
+                basis.new_empty((k,), dtype=torch.float64))
+
+    @torch.library.register_fake("fastlanczos::reorth_step_masked")
+    def _reorth_step_masked_fake(basis, w, passes, j):
         k = basis.shape[0]
         return (basis.new_empty((k,), dtype=torch.float64),
                 basis.new_empty((k,), dtype=torch.float64))

@@ -37,3 +37,40 @@ def three_term_step_torch(v: torch.Tensor, v_prev: torch.Tensor, beta_prev: torc
     w.sub_(alpha.unsqueeze(1) * v)
     beta = torch.linalg.vector_norm(w, dim=1)
     return alpha.double(), beta.double()
+
+
+def masked_cgs_step_torch(basis: torch.Tensor, w: torch.Tensor, passes: torch.Tensor, j: int):
+    """Partial reorthogonalization's step (semantics of ``reorth_step_masked``): passes[b]
+    (uint8, 0, 1 or 2) classical Gram-Schmidt passes of w[b] against rows 0..j, then
+    beta = ||w|| and basis[:, j + 1] = w / beta for every column. Returns float64 (h, beta):
+    h[b] the v_j components removed over the passes (0 without any), added to alpha.
+
+    On the CPU the mask is read (free there) and only the listed columns are touched; on
+    other devices every column is computed and the mask applied arithmetically, so nothing
+    waits for the host."""
+    if branch_on_mask(w.device):
+        h = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+        for b, count in enumerate(passes.tolist()):
+            V = basis[b, : j + 1]
+            for _ in range(min(count, 2)):
+                c = V @ w[b]
+                w[b].sub_(V.T @ c)
+                h[b] += c[j].double()
+    else:
+        V = basis[:, : j + 1]
+        h = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+        for p in (1, 2):
+            on = (passes >= p).to(w.dtype).unsqueeze(1)  # (k, 1)
+            c = torch.bmm(V, w.unsqueeze(-1)).squeeze(-1) * on
+            w.sub_(torch.bmm(V.transpose(1, 2), c.unsqueeze(-1)).squeeze(-1))
+            h += c[:, j].double()
+    beta = torch.linalg.vector_norm(w, dim=1)
+    if j + 1 < basis.shape[1]:
+        inv = torch.where(beta > 0, 1.0 / beta, torch.zeros_like(beta))
+        basis[:, j + 1] = w * inv.unsqueeze(1)
+    return h, beta.double()
+
+
+def branch_on_mask(device: torch.device) -> bool:
+    """Whether the torch step may read the mask on the host: on the CPU it lives there."""
+    return device.type == "cpu"

@@ -1,24 +1,27 @@
 """When to stop: the check schedule and the error estimate of the current iterate.
 
-At a check, y_j = f(T_j) e_1 is compared with the previous check's y; since the basis is
-orthonormal, ||x_j - x_prev|| / ||x_j|| = ||y_j - [y_prev; 0]|| / ||y_j||, with no pass over
-n. That change measures the error of the *previous* iterate, so stopping on it overshoots
-(tol 1e-6 used to give errors of 1e-8). With tol, the rule here estimates the error of y_j
-itself: near the predicted stop it checks every step, fits log D_i (D_i the one-step change
-||y_i - y_{i-1}|| / ||y_i||) over a window of the last steps by a line of slope log(rho),
-and, since the error of a geometrically converging sequence is the sum of its remaining
-steps, estimates
+At a check, y_j = f(T_j) e_1 is compared with earlier checks' y; since the basis is
+orthonormal, ||x_j - x_i|| / ||x_j|| = ||y_j - [y_i; 0]|| / ||y_j||, with no pass over n.
+The change since the previous check is about the error of the *previous* iterate, so
+stopping on it overshoots (tol 1e-6 used to give errors of 1e-8). With tol, the rule here
+estimates the error e_j of y_j itself from the checked iterates of the last w steps
+(w = max(4, j/5); at least the last 3 checks): their distances to the newest,
 
-    ||y_inf - y_j|| / ||y_j||  ~  D_j rho / (1 - rho).
+    s_i = ||y_j - y_i|| / ||y_j||  ~  e_j (rho^-(j-i) - 1),
 
-Single D_i scatter by ~30% around the trend (Lanczos errors are smooth, their one-step
-changes are not), so the margin is the fit's largest under-prediction within the window,
-and D_j itself when it lies above the line. Superlinear convergence (rho falling) makes the
-window's rho an overestimate: safe. A stagnating stretch gives a slope near 0 and an
-infinite estimate; a noise floor (changes below tol but no decay) is caught by the total
-change over the window, which bounds the error of the window's first iterate.
-Far from the stop, checks follow the old sparse schedule; the decay between them predicts
-where tol will be met, and checking every step starts a window ahead of that step.
+are what a geometric decay at rate rho predicts. Unlike single one-step changes, which
+scatter by ~30% around their trend, the s_i are cumulative and smooth. rho and e_j are fit
+by least squares in log s over a grid of rho; the estimate is the larger of that e_j and
+the one-step change D_j = s_{j-1} where step j-1 was checked (it bounds e_j whenever the
+error at least halves per step, e.g. after a superlinear drop the fit cannot see). Near rho = 1 (no decay) the fit
+gives no estimate and the run goes on. Within the first 16 steps (4-point windows) the
+estimate is taken 2x larger. Where every one-step change in the window is at
+rounding level, y has stopped moving, and the largest distance bounds it.
+Measured on prescribed spectra and a CNN's GGN (benchmarks/bench_stopping.py): never above
+tol, within 1.05x of the smallest sufficient m at tol 1e-6 / 1e-9 nearly everywhere; at
+tol 1e-3 on slow decay (rho ~ 0.9) the fit overestimates e_j by up to 2x, i.e. a few
+steps late. Far from the stop, checks follow the sparse schedule below; the fitted rate
+predicts where tol will be met, and every step is checked from LEAD steps ahead of it.
 """
 
 import math
@@ -28,8 +31,13 @@ import torch
 from .projected import solve_projected
 from .validate import raise_if_invalid
 
-WINDOW_MIN, WINDOW_SHARE = 6, 0.2  # the fit's window: max(6, 20% of the steps so far)
+WINDOW_MIN, WINDOW_SHARE = 4, 0.2  # the fit's window: max(4, 20% of the steps so far)
+MIN_POINTS = 3  # earlier iterates the fit needs (older ones are taken if the window has fewer)
+LEAD = 2  # steps ahead of the predicted stop from which every step is checked
 EARLY_STEPS = 16  # every step is checked up to here, so fast columns stop on time
+FIRST_STEPS = 4  # up to here there is no window: 2 D_j is the estimate
+SHORT_WINDOW_MARGIN = 2.0  # before EARLY_STEPS the window is 4 points: the rate is less sure
+RHO = torch.linspace(0.02, 0.998, 490, dtype=torch.float64)  # the fit's grid of rates
 
 
 def window(steps):
@@ -49,6 +57,14 @@ def check_steps(m, every, tolerance_mode):
     return steps
 
 
+def relative_distance(y, earlier):
+    """||y - [earlier; 0]|| / ||y|| per row (the plain distance where y is 0)."""
+    prev = torch.nn.functional.pad(earlier, (0, y.shape[1] - earlier.shape[1]))
+    diff = torch.linalg.vector_norm(y - prev, dim=1)
+    size = torch.linalg.vector_norm(y, dim=1)
+    return torch.where(size > 0, diff / size, diff)
+
+
 class Stopping:
     """Keeps the latest y = f(T_j) e_1, the error estimates and the tolerance decisions.
 
@@ -64,17 +80,16 @@ class Stopping:
         self.floor = 1000 * torch.finfo(dtype).eps  # one-step changes at rounding level
         self.y = self.err = self.min_ritz = None
         self.sparse = check_steps(m, every, tol is not None)
-        self.dense_from = math.inf  # 0-based step from which every step is checked
-        self.prev_j = self.prev_change = self.prev_gap = None
-        self.run, self.predicted, self.reported = 0, None, None
-        self.changes = None  # one-step changes D (k, m), filled at consecutive checks
-        self.m, self.checks = m, 0
+        # 0-based step from which every step is checked: from the start (small T are cheap)
+        self.dense_from = 0 if tol is not None and not self.legacy else math.inf
+        self.prev_j = None
+        self.history = []  # (step, y) of the latest checks, oldest first (the fit's points)
+        self.predicted = self.reported = None
 
     def check_at(self, j):
         return j in self.sparse or (j >= self.dense_from and not self.legacy)
 
     def on_check(self, t, j):
-        self.checks += 1
         self._last = (t, j, self.y, self.err, t.done.clone(), self._memory())
         predicted = self._update(t, j, repair=False)
         if self.tol is None:
@@ -98,21 +113,25 @@ class Stopping:
         return torch.stack([(~t.done).double(), torch.where(t.done, math.inf, predicted)])
 
     def _memory(self):
-        return (self.prev_j, self.prev_change, self.prev_gap, self.run, self.predicted,
-                self.reported, None if self.changes is None else self.changes.clone())
+        return self.prev_j, self.predicted, self.reported, list(self.history)
 
     def _restore(self, memory):
-        (self.prev_j, self.prev_change, self.prev_gap, self.run, self.predicted,
-         self.reported, self.changes) = memory
+        self.prev_j, self.predicted, self.reported, self.history = memory
 
     def _schedule(self, j, live, predicted):
-        """Check every step from a window ahead of the earliest predicted stop; no decay
-        seen (inf everywhere) goes back to the sparse schedule."""
-        if bool(live.any()):
-            first = float(predicted[live > 0].min())
-            self.dense_from = first - window(first + 1) - 2 if math.isfinite(first) else math.inf
+        """Check every step from LEAD steps ahead of the earliest predicted stop. Once there,
+        stay unless the stop moves more than three windows ahead or no decay is seen (inf
+        everywhere): then back to the sparse schedule."""
         if j + 1 < EARLY_STEPS:  # small T: checking every step costs little
             self.dense_from = 0
+            return
+        if not bool(live.any()):
+            return
+        first = float(predicted[live > 0].min())
+        if not math.isfinite(first):
+            self.dense_from = math.inf
+        elif j < self.dense_from or first - j > 3 * window(j + 1) or j + 1 == EARLY_STEPS:
+            self.dense_from = first - LEAD
 
     def _update(self, t, j, repair):
         """Solve, estimate, mark done; returns the predicted (0-based) step where each
@@ -120,86 +139,80 @@ class Stopping:
         y, theta = solve_projected(self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps,
                                    t.scale, repair=repair)
         live = ~t.done
-        k = y.shape[0]
-        inf = torch.full((k,), math.inf, dtype=torch.float64, device=y.device)
+        inf = torch.full((y.shape[0],), math.inf, dtype=torch.float64, device=y.device)
         if self.y is None:
             change = torch.where(t.znorm > 0, 1.0, 0.0).double()  # change from the zero guess
         else:
-            prev = torch.nn.functional.pad(self.y, (0, y.shape[1] - self.y.shape[1]))
-            diff = torch.linalg.vector_norm(y - prev, dim=1)
-            size = torch.linalg.vector_norm(y, dim=1)
-            change = torch.where(size > 0, diff / size, diff)
+            change = relative_distance(y, self.y)
         estimate, predicted = change, inf
         if self.tol is None or self.legacy:
             self.reported = change
         else:
-            estimate, predicted = self._estimate(j, change, live, inf)
-        # While the window fills (or shows no decay) the estimate is inf: the reported one
-        # stays the last finite one, which is some earlier iterate's error, so larger.
+            estimate, predicted = self._estimate(j, y, change, inf)
         if self.err is None:
             self.err = self.reported
-        self.err = torch.where(live, torch.where(torch.isinf(estimate), self.reported, estimate),
-                               self.err)
+        if self.tol is None or self.legacy:
+            self.err = torch.where(live, estimate, self.err)
+        else:
+            # Without an estimate of y_j (window filling, sparse check, no decay) the one
+            # reported is the larger of the last one, some earlier iterate's, and the change
+            # since the previous check; only an estimate of y_j itself can stop a column.
+            held = torch.maximum(self.err, self.reported)
+            self.err = torch.where(live, torch.where(torch.isinf(estimate), held, estimate),
+                                   self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
         self.y, self.min_ritz = y, theta.min(dim=1).values
         if self.tol is not None:
-            t.done |= self.err <= self.tol  # NaN (an unsolved T) never counts as converged
+            stops = self.err if self.legacy else torch.where(t.broken, 0.0, estimate)
+            t.done |= stops <= self.tol  # NaN (an unsolved T) never counts as converged
         return predicted
 
-    def _estimate(self, j, change, live, inf):
+    def _estimate(self, j, y, change, inf):
         """(error estimate of y_j, predicted 0-based stop step) per column (module doc)."""
-        if self.changes is None:
-            self.changes = torch.full((change.shape[0], self.m), math.nan,
-                                      dtype=torch.float64, device=change.device)
+        if self.predicted is None:
             self.predicted = inf
         consecutive = self.prev_j is not None and j == self.prev_j + 1
-        self.run = self.run + 1 if consecutive else 0  # one-step changes known at j-run+1..j
-        if consecutive:
-            self.changes[:, j] = torch.where(live, change, self.changes[:, j])
-            estimate = inf  # a one-step change alone says little: wait for the window
-            w = window(j + 1)
-            if self.run >= w:
-                estimate, slope = fit_estimate(self.changes[:, j + 1 - w: j + 1], self.floor)
-                steps_left = torch.log(self.tol / estimate) / slope
-                # no decay (a stagnating stretch): back to the sparse schedule
-                self.predicted = torch.where(slope < 0, j + steps_left.clamp_min(0.0), inf)
-                self.predicted = torch.where(torch.isnan(self.predicted), inf, self.predicted)
-        else:
-            # Between sparse checks the change is about the previous check's error, and often
-            # below it early on (log, tol 1e-3: stopping on it gave twice tol): it only
-            # predicts the stop, from its decay since the check before.
-            estimate = inf
-            self.reported = change
-            if self.prev_change is not None:
-                slope = torch.log(change / self.prev_change) / self.prev_gap
-                steps_left = torch.log(self.tol / change) / slope
-                self.predicted = torch.where((slope < 0) & (change > 0),
-                                             self.prev_j + steps_left.clamp_min(0.0), inf)
-                self.predicted = torch.where(torch.isnan(self.predicted), inf, self.predicted)
-            self.prev_change = change
-            self.prev_gap = j - self.prev_j if self.prev_j is not None else j + 1
+        w = window(j + 1)
+        points = [(i, yi) for i, yi in self.history if j - i <= w]
+        if len(points) < MIN_POINTS:
+            points = self.history[-MIN_POINTS:]
+        estimate = inf
+        if consecutive and j + 1 <= FIRST_STEPS:
+            estimate = 2.0 * change  # too few iterates for a rate yet
+        elif len(points) >= MIN_POINTS:
+            estimate, slope = fit_estimate(y, j, points, self.floor)
+            if consecutive:
+                estimate = torch.maximum(estimate, change)
+            if j + 1 < EARLY_STEPS:  # measured: 1.12 tol at tol 1e-3 with a 1.5 margin
+                estimate = SHORT_WINDOW_MARGIN * estimate
+            steps_left = torch.log(self.tol / estimate) / slope
+            self.predicted = torch.where(slope < 0, j + steps_left.clamp_min(0.0), inf)
+            self.predicted = torch.where(torch.isnan(self.predicted), inf, self.predicted)
+        if not consecutive:
+            self.reported = change  # the previous check's error, roughly (for info only)
+        self.history = (self.history + [(j, y)])[-(window(j + 2) + MIN_POINTS):]
         self.prev_j = j
         return estimate, self.predicted
 
 
-def fit_estimate(changes, floor):
-    """(k, w) one-step changes, oldest first -> (error estimate of the newest iterate, slope
-    of log change per step). A line through log D by least squares gives rho = e^slope;
-    the estimate is D_newest rho / (1 - rho) with D_newest raised to the line plus its
-    largest under-prediction in the window (whichever is larger). Where every change is
-    below `floor` (rounding level of the vectors' dtype) y has stopped moving and the decay
-    has no slope; the total change over the window, the error of its first iterate when
-    the changes do not cancel, is the estimate then."""
-    w = changes.shape[1]
-    x = torch.arange(w, dtype=torch.float64, device=changes.device) - (w - 1)
-    logd = torch.log(changes.clamp_min(torch.finfo(torch.float64).tiny))
-    xc = x - x.mean()
-    slope = (logd * xc).sum(dim=1) / (xc * xc).sum()
-    at_newest = logd.mean(dim=1) - slope * x.mean()
-    misfit = (logd - at_newest.unsqueeze(1) - slope.unsqueeze(1) * x).amax(dim=1)
-    newest = torch.maximum(torch.exp(at_newest + misfit.clamp_min(0.0)), changes[:, -1])
-    rho = torch.exp(slope)
-    geometric = torch.where(slope < 0, newest * rho / (1.0 - rho), math.inf)
-    stalled = (changes <= floor).all(dim=1)
-    estimate = torch.where(stalled, torch.minimum(geometric, changes.sum(dim=1)), geometric)
+def fit_estimate(y, j, points, floor):
+    """Error estimate of y (step j, (k, length)) from earlier iterates `points` [(i, y_i)],
+    and the slope log(rho) per step, per row. Fits log s_i = log e + log(rho^-(j-i) - 1)
+    over the grid RHO (module doc); a best rate at the grid's top is no decay: inf. Where
+    every distance is below `floor` (rounding level of the vectors' dtype), y has stopped
+    moving and the largest distance is the estimate if smaller."""
+    s = torch.stack([relative_distance(y, yi) for _, yi in points], dim=1)  # (k, p)
+    steps = torch.tensor([float(j - i) for i, _ in points], dtype=torch.float64,
+                         device=s.device)
+    rho = RHO.to(s.device)
+    shape = torch.log(rho.unsqueeze(1) ** -steps - 1.0)  # (R, p)
+    logs = torch.log(s.clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(1)  # (k, 1, p)
+    level = (logs - shape).mean(dim=2)  # (k, R): log e for each rate
+    misfit = ((logs - shape - level.unsqueeze(2)) ** 2).sum(dim=2)
+    best = misfit.argmin(dim=1)
+    estimate = torch.exp(level.gather(1, best.unsqueeze(1)).squeeze(1))
+    estimate = torch.where(best == rho.numel() - 1, math.inf, estimate)
+    slope = torch.log(rho[best])
+    stalled = (s <= floor).all(dim=1)
+    estimate = torch.where(stalled, torch.minimum(estimate, s.amax(dim=1)), estimate)
     return torch.where(torch.isnan(estimate), math.inf, estimate), slope

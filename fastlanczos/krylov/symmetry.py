@@ -24,21 +24,25 @@ class SymmetryProbe(NamedTuple):
     symmetric: bool
 
 
-def probe_symmetry(matvec, z: torch.Tensor, single: bool) -> SymmetryProbe:
+def probe_symmetry(matvec, z: torch.Tensor, single: bool, reducer=None) -> SymmetryProbe:
     """Probe matvec (rows of a (k, n) block, as in the recurrence) with two random unit
-    vectors of z's dtype and device; a fixed seed, so the verdict is reproducible."""
+    vectors of z's dtype and device; a fixed seed, so the verdict is reproducible. reducer:
+    z's rows are slices over ranks (krylov.sharded), so the dot products are all-reduced."""
     k, n = z.shape
     gen = torch.Generator(device=z.device).manual_seed(20260)
     U = torch.randn(max(k, 2), n, generator=gen, dtype=z.dtype, device=z.device)
-    U = U / safe_norm(U).to(z.dtype).unsqueeze(1)
+    U = U / safe_norm(U, reducer).to(z.dtype).unsqueeze(1)
     if single or k < 2:
         AU = torch.cat([matvec(U[i:i + 1]) for i in range(2)])
     else:
         AU = matvec(U[:k])[:2]
     u, v = U[0].double(), U[1].double()
     Au, Av = AU[0].double(), AU[1].double()
-    size = safe_norm(AU[:2]).sum()  # >= ||A|| up to a factor 2 on these directions
-    defect = float(((u @ Av) - (v @ Au)).abs() / size) if size > 0 else 0.0
+    size = safe_norm(AU[:2], reducer).sum()  # >= ||A|| up to a factor 2 on these directions
+    gap = (u @ Av) - (v @ Au)
+    if reducer is not None:
+        gap, n = reducer.sum_(gap.reshape(1))[0], reducer.n
+    defect = float(gap.abs() / size) if size > 0 else 0.0
     tol = SYMMETRY_FACTOR * n**0.5 * torch.finfo(z.dtype).eps
     return SymmetryProbe(defect, tol, not defect > tol)  # NaN: cannot tell, say symmetric
 

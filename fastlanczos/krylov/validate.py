@@ -15,8 +15,10 @@ _ADVICE = ("Add damping / prior precision (the shift= argument adds shift*I), or
            "positive semi-definite curvature such as the Gauss-Newton instead of the Hessian.")
 
 
-def check_arguments(z, m, tol, shift, reorth, check_every):
-    """Validate the scalar arguments and return z as a (k, n) block."""
+def check_arguments(z, m, tol, shift, reorth, check_every, sharded=False):
+    """Validate the scalar arguments and return z as a (k, n) block. sharded: z holds one
+    rank's slice of each vector (it may be empty); m <= n is checked on the whole vectors
+    (krylov.sharded.shard_reducer)."""
     if not isinstance(z, torch.Tensor):
         raise LanczosInputError(f"z must be a torch.Tensor, got {type(z).__name__}")
     if z.dim() not in (1, 2):
@@ -24,28 +26,32 @@ def check_arguments(z, m, tol, shift, reorth, check_every):
     if z.dtype not in (torch.float32, torch.float64):
         raise LanczosInputError(f"z must be float32 or float64, got {z.dtype}")
     n = z.shape[-1]
-    if n < 1:
+    if n < 1 and not sharded:
         raise LanczosInputError("z must have at least one entry per column (n >= 1)")
     if isinstance(m, bool) or not isinstance(m, int):
         raise LanczosInputError(f"m must be an int, got {type(m).__name__}")
     if m < 1:
         raise LanczosInputError(f"m (the number of Lanczos steps) must be >= 1, got {m}")
-    if m > n:
+    if m > n and not sharded:
         raise LanczosInputError(f"m = {m} exceeds n = {n}: a Krylov space of this operator has "
                                 f"at most n dimensions; use m <= {n}")
     if tol is not None and not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
         raise LanczosInputError(f"tol must be a positive finite number or None, got {tol!r}")
     if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
         raise LanczosInputError(f"shift must be a finite number, got {shift!r}")
-    if reorth not in ("full", "none"):
-        raise LanczosInputError(f"reorth must be 'full' or 'none', got {reorth!r}")
+    if reorth not in ("full", "partial", "none"):
+        raise LanczosInputError(
+            f"reorth must be 'full', 'partial' or 'none', got {reorth!r}")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise LanczosInputError(f"check_every must be a positive int, got {check_every!r}")
     return z.unsqueeze(0) if z.dim() == 1 else z
 
 
-def check_finite_input(z2):
-    if not bool(torch.isfinite(z2).all()):
+def check_finite_input(z2, reducer=None):
+    bad = (~torch.isfinite(z2)).any().double()
+    if reducer is not None:  # every rank raises, or none does (else the others would hang)
+        bad = reducer.sum_(bad.reshape(1))
+    if bool(bad.any()):
         raise NonFiniteError("z contains NaN or inf")
 
 

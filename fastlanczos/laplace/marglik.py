@@ -27,6 +27,7 @@ import torch
 
 from ..curvature.data import data_sweep, loss_reduction, move_batch, summed_loss
 from ..krylov import ShiftedQuadrature, rademacher
+from .data_parallel import is_empty as _no_data
 from .predictive import predict
 
 PROBES = 32  # Rademacher probes
@@ -64,12 +65,16 @@ def log_likelihood(post):
         total = summed_loss(loss_fn, loss_reduction(loss_fn, reduction))
         params = post._to_dict(post.theta_hat)
         value, count, per_example = 0.0, 0, 1
+        dp = post._dp
         with torch.no_grad():
-            for x, y in data_sweep(data, batch_size)():
+            for x, y in data_sweep(data, batch_size)() if not (dp and _no_data(data)) else ():
                 x, y = move_batch(x, y, post.theta_hat)
                 out = torch.func.functional_call(post.model, params, (x,))
                 value -= float(total(out, y))
                 count, per_example = count + out.numel(), out[0].numel()
+        if dp is not None:  # sums over the ranks' shards (an empty one has no per_example)
+            value, count = dp.sum([value, count], post.theta_hat.device)
+            per_example = int(dp.max([per_example], post.theta_hat.device)[0])
         post._marglik_cache["noise"] = noise_variance(post, per_example)
         if isinstance(loss_fn, torch.nn.MSELoss):
             value -= 0.5 * count * math.log(2 * math.pi * post._marglik_cache["noise"])

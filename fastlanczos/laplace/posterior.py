@@ -22,6 +22,7 @@ from ..curvature.ggn import CACHE_BUDGET
 from ..krylov.nystrom import NystromSketch
 from ..precondition import choose_preconditioner
 from . import marglik
+from .data_parallel import data_parallel_of, is_empty, unwrap, zero_product
 from .predictive import check_choices, predict
 from .sampling import gaussian_sample, with_prior
 
@@ -64,11 +65,23 @@ class LaplacePosterior:
     prior_precision: >= 0, scalar or shape (n,); 0 is the MLE asymptotics, which needs a
     positive definite curvature. cache: keep the GGN's per-example Jacobians between products
     (memory N * C * n elements), "auto" when they fit in cache_budget elements.
+    data_parallel: False (default); True (the world) or a torch.distributed process group:
+    data is this rank's shard (uneven or empty shards are fine), and the curvature, its
+    diagonal and the log-likelihood sum over the ranks; samples are the same on every rank
+    (z drawn on the group's first rank and broadcast; see laplace/data_parallel.py). Every
+    rank must then make the same calls. A DistributedDataParallel model is used through
+    its .module.
     """
 
     def __init__(self, model, loss_fn, data, curvature="ggn", prior_precision=1.0, *,
                  params=None, likelihood=None, reduction=None, batch_size=None,
-                 hessian_mode="fwd-rev", cache="auto", cache_budget=CACHE_BUDGET):
+                 hessian_mode="fwd-rev", cache="auto", cache_budget=CACHE_BUDGET,
+                 data_parallel=False):
+        if curvature not in ("ggn", "hessian", "ef"):
+            raise ValueError(f"curvature must be 'ggn', 'hessian' or 'ef', got {curvature!r}")
+        model = unwrap(model)
+        self._dp = data_parallel_of(data_parallel)
+        empty = self._dp is not None and is_empty(data)
         self.model, self.curvature = model, curvature
         self.names, theta = select_parameters(model, params)
         self.theta_hat = torch.cat([theta[k].flatten() for k in self.names]).clone()
@@ -78,22 +91,30 @@ class LaplacePosterior:
         self._sigmoid = isinstance(loss_fn, torch.nn.BCEWithLogitsLoss)
         self.prior_precision = check_prior(prior_precision, self.n, self.theta_hat)
         self._prior_floor = float(self.prior_precision.min())
-        _check_first_batch(model, loss_fn, data, reduction, batch_size, self.theta_hat)
+        if not empty:
+            _check_first_batch(model, loss_fn, data, reduction, batch_size, self.theta_hat)
         common = dict(params=self.names, reduction=reduction, batch_size=batch_size)
-        if curvature == "ggn":
+        # the Hessian's diagonal is Hutchinson's through the (summed) product, on every rank
+        self._diag = lambda: hutchinson_diagonal(
+            self.curvature_vp, self.n, dtype=self.theta_hat.dtype,
+            device=self.theta_hat.device, generator=self._shared_generator()).clamp_min(0)
+        if empty:  # this rank's share of every sum is zero
+            self.curvature_vp = zero_product
+            if curvature != "hessian":
+                self._diag = lambda: torch.zeros_like(self.theta_hat)
+        elif curvature == "ggn":
             self.curvature_vp = ggn_vp(model, loss_fn, data, cache=cache,
                                        cache_budget=cache_budget, **common)
             self._diag = self.curvature_vp.diagonal  # shares the cached Jacobians
         elif curvature == "hessian":
             self.curvature_vp = hessian_vp(model, loss_fn, data, mode=hessian_mode, **common)
-            self._diag = lambda: hutchinson_diagonal(
-                self.curvature_vp, self.n, dtype=self.theta_hat.dtype,
-                device=self.theta_hat.device).clamp_min(0)
         elif curvature == "ef":
             self.curvature_vp = ef_vp(model, loss_fn, data, **common)
             self._diag = lambda: ef_diagonal(model, loss_fn, data, **common)
-        else:
-            raise ValueError(f"curvature must be 'ggn', 'hessian' or 'ef', got {curvature!r}")
+        if self._dp is not None:
+            self.curvature_vp = self._dp.product(self.curvature_vp)
+            if curvature != "hessian":
+                self._diag = self._dp.summed(self._diag)
         self.precision_vp = with_prior(self.curvature_vp, self.prior_precision)
         self._curvature_diagonal = []  # computed once, shared by with_prior_precision copies
         self._sketches = {}  # Nystrom sketches and choices made from them, shared the same way
@@ -121,6 +142,10 @@ class LaplacePosterior:
         d = self._curvature_diagonal[0] + self.prior_precision
         return d.clamp_min(d.max() * torch.finfo(d.dtype).eps)
 
+    def _shared_generator(self):
+        """None, or under data_parallel a generator seeded alike on every rank."""
+        return None if self._dp is None else self._dp.generator(self.theta_hat.device)
+
     def sample(self, num_samples, m=None, tol=1e-3, precondition="auto", generator=None,
                return_info=False, progress=False, memory_budget=None):
         """(num_samples, n) draws theta_hat + R z, R R^T = A^{-1}, z ~ N(0, I).
@@ -142,6 +167,8 @@ class LaplacePosterior:
         """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
+        if self._dp is not None:
+            z = self._dp.same_z(z)  # the first rank's draw (its generator) on every rank
         m = min(self.n, 200) if m is None else m  # m=0 is an error, not the default
         pre = self._preconditioner(precondition, z, tol, memory_budget)
         x, info = gaussian_sample(self.precision_vp, z, m, tol=tol, precondition=pre,
@@ -171,7 +198,7 @@ class LaplacePosterior:
             sketch = self._sketches.get(key)
             if sketch is None:
                 sketch = self._sketches.setdefault(key, NystromSketch(
-                    sketched, self.n, z.dtype, z.device))
+                    sketched, self.n, z.dtype, z.device, self._shared_generator()))
             self._sketches[choice] = choose_preconditioner(
                 precondition, sketched, z, shift, tol, floor=floor, sketch=sketch, max_rank=cap)
             return self._sketches[choice]
