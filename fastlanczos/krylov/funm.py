@@ -30,10 +30,10 @@ class FunmInfo(NamedTuple):
     """Per-column diagnostics (tensors on z's device; 0-dim for a single vector z).
 
     steps: size of each column's tridiagonal; error_estimate: with tol, the estimated
-    relative error of the returned x (from the decay of its last one-step changes, see
-    krylov/stopping.py; where that is not yet available, the change between the last two
-    sparse checks, which is the earlier iterate's error); without tol, the relative change
-    of x over the last check_every steps; 0 where an invariant subspace made x exact;
+    relative error of the returned x (from its distances to earlier checked iterates, see
+    krylov/stopping.py; where no estimate exists yet, the larger of the last one and the
+    change since the previous check); without tol, the relative change of x over the last
+    check_every steps; 0 where an invariant subspace made x exact;
     converged: error_estimate <= tol (without tol: <= sqrt(eps) of z's dtype);
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;
     products: number of block operator products made (each on all k columns);

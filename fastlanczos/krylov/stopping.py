@@ -37,7 +37,12 @@ LEAD = 2  # steps ahead of the predicted stop from which every step is checked
 EARLY_STEPS = 16  # every step is checked up to here, so fast columns stop on time
 FIRST_STEPS = 4  # up to here there is no window: 2 D_j is the estimate
 SHORT_WINDOW_MARGIN = 2.0  # before EARLY_STEPS the window is 4 points: the rate is less sure
-RHO = torch.linspace(0.02, 0.998, 490, dtype=torch.float64)  # the fit's grid of rates
+RHO = (0.02, 0.998, 490)  # the fit's grid of rates: linspace(0.02, 0.998, 490)
+
+
+def rho_grid(device):
+    """The grid of rates, made on the device (a copy from the host would synchronize)."""
+    return torch.linspace(*RHO[:2], RHO[2], dtype=torch.float64, device=device)
 
 
 def window(steps):
@@ -198,13 +203,14 @@ class Stopping:
 def fit_estimate(y, j, points, floor):
     """Error estimate of y (step j, (k, length)) from earlier iterates `points` [(i, y_i)],
     and the slope log(rho) per step, per row. Fits log s_i = log e + log(rho^-(j-i) - 1)
-    over the grid RHO (module doc); a best rate at the grid's top is no decay: inf. Where
+    over the grid of rates (module doc); a best rate at the grid's top is no decay: inf. Where
     every distance is below `floor` (rounding level of the vectors' dtype), y has stopped
     moving and the largest distance is the estimate if smaller."""
     s = torch.stack([relative_distance(y, yi) for _, yi in points], dim=1)  # (k, p)
-    steps = torch.tensor([float(j - i) for i, _ in points], dtype=torch.float64,
-                         device=s.device)
-    rho = RHO.to(s.device)
+    # filled on the device (no host-to-device copy, which would synchronize on CUDA)
+    steps = torch.stack([torch.full((), float(j - i), dtype=torch.float64, device=s.device)
+                         for i, _ in points])
+    rho = rho_grid(s.device)
     shape = torch.log(rho.unsqueeze(1) ** -steps - 1.0)  # (R, p)
     logs = torch.log(s.clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(1)  # (k, 1, p)
     level = (logs - shape).mean(dim=2)  # (k, R): log e for each rate
