@@ -31,10 +31,9 @@ constexpr int64_t kTaskElems = 65536;        // per-task partials stay small nex
 constexpr int64_t kTasksPerVector = 8;       // where chunks allow: one vector uses every core
 constexpr int kLanes = 8;                    // independent accumulators: lets -O3 vectorize
 
-// sum_t x[t] * y[t] in float64 with kLanes interleaved partial sums (fixed order). Cloned:
-// with partial reorthogonalization most steps run no pass, and this norm and the write of
-// the next vector are then the kernel's whole cost (baseline SSE2 took 44 ms a step at
-// k = 8, n = 1.33M float32).
+// sum_t x[t] * y[t] in float64 with kLanes interleaved partial sums (fixed order). Cloned
+// like the kernels below: with partial reorthogonalization most steps run no pass, and this
+// norm and the write of the next vector are then all the kernel does.
 template <typename T, typename U>
 FL_CPU_CLONES double dot(const T* x, const U* y, int64_t len) {
   double acc[kLanes] = {};

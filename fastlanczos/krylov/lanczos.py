@@ -23,7 +23,6 @@ import torch
 from . import ops
 from .backend import use_extension
 from .orthogonality import OmegaEstimate
-from .hugepages import empty_basis
 from .reorth import (
     cgs2_step_torch,
     masked_cgs_step_torch,
@@ -129,7 +128,7 @@ def run_lanczos(matvec, z: torch.Tensor, m: int, reorth: str = "full", on_check=
 def lanczos_full(matvec, z, m, on_check, check_at, reducer=None) -> LanczosResult:
     k, n = z.shape
     t = _Tracker(z, m, reducer)
-    basis = empty_basis(k, m, n, z)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
     # On the CPU, one float32 vector's step stays on torch: its BLAS runs float32 SIMD on every
     # core, while the kernel accumulates in float64 and is 0.7-0.9x at j = 127 (1.2-3x at
@@ -163,7 +162,7 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
     k, n = z.shape
     t = _Tracker(z, m)
     omega = OmegaEstimate(k, m, z.dtype, z.device)
-    basis = empty_basis(k, m, n, z)
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
     # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
     compiled = use_extension(z.device) and (
@@ -197,7 +196,7 @@ def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis, reducer=Non
     v_prev = torch.zeros_like(z)
     v = t.start_vector(z)
     work = torch.empty_like(z)
-    basis = empty_basis(k, m, n, z) if keep_basis else None
+    basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device) if keep_basis else None
     b = torch.zeros(k, dtype=torch.float64, device=z.device)
     w = None
     for j in range(m):
