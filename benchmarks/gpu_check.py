@@ -212,12 +212,20 @@ def partial_and_stop(cfg):
     (time, share outside the products timed inside the run, partial vs full); the tolerance
     stop on a prescribed spectrum (float64): stop vs the smallest sufficient m, error / tol."""
     import torch
+    dev = torch.device(cfg.device)
+    _masked_kernel(cfg, dev)
+    _reorth_modes(cfg, dev)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    _stop_vs_oracle(cfg, dev)
+
+
+def _masked_kernel(cfg, dev):
+    import torch
     from bench_kernels import timeit
 
-    import fastlanczos as fl
     from fastlanczos.krylov import ops
     from fastlanczos.krylov.reorth import masked_cgs_step_torch
-    dev = torch.device(cfg.device)
     k, mm, j, n = cfg.reorth_sizes[0]
     j = min(j, mm - 2)  # the step writes row j + 1
     basis = torch.linalg.qr(torch.randn(k, n, mm, device=dev)).Q.transpose(1, 2).contiguous()
@@ -228,11 +236,16 @@ def partial_and_stop(cfg):
         h1, beta1 = ops.reorth_step_masked(b1, w1, mask, j)
         h2, beta2 = masked_cgs_step_torch(b2, w2, mask, j)
         diff = float((b1[:, j + 1] - b2[:, j + 1]).abs().max() + (beta1 - beta2).abs().max())
-        t = timeit(lambda: ops.reorth_step_masked(basis.clone(), w0.clone(), mask, j), dev,
-                   cfg.reps)
+        t = timeit(lambda mask=mask: ops.reorth_step_masked(basis.clone(), w0.clone(), mask, j),
+                   dev, cfg.reps)
         print(f"reorth_step_masked k={k} j={j} n={n} passes {passes[:3]}...: "
               f"{t * 1e3:.2f} ms (incl. clones), vs torch reference max diff {diff:.1e}")
-    del basis, b1, b2
+
+
+def _reorth_modes(cfg, dev):
+    import torch
+
+    import fastlanczos as fl
     name, make = cfg.operators[1]
     hvp, n = make(dev)
     z = torch.randn(cfg.k, n, device=dev)
@@ -259,7 +272,12 @@ def partial_and_stop(cfg):
         t = time.perf_counter() - t0
         rel = float((xs[mode] - xs["full"]).norm() / xs["full"].norm())
         print(f"{mode:>8} {t:>8.3f} {spent[0]:>12.3f} {1 - spent[0] / t:>10.1%} {rel:>9.1e}")
-    del hvp, z, xs
+
+
+def _stop_vs_oracle(cfg, dev):
+    import torch
+
+    import fastlanczos as fl
     nn_ = cfg.stop_n
     evals = torch.logspace(-3, 0, nn_, dtype=torch.float64, device=dev)
     q = torch.linalg.qr(torch.randn(nn_, nn_, dtype=torch.float64, device=dev)).Q

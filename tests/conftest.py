@@ -82,3 +82,26 @@ def textbook_lanczos_fa(A, z, m, fn):
     T = torch.diag(a[:size]) + torch.diag(b[: size - 1], 1) + torch.diag(b[: size - 1], -1)
     th, S = torch.linalg.eigh(T)
     return z.norm() * V[:size].T @ (S @ (fn(th) * S[0]))
+
+
+# f names -> the torch function for dense_funm (error_curve's reference)
+DENSE_FNS = {"inv_sqrt": torch.rsqrt, "sqrt": torch.sqrt, "inv": torch.reciprocal,
+             "exp": torch.exp, "log": torch.log}
+
+
+def error_curve(A, z, f, m):
+    """((k, m) relative error of the j-step iterate for every j <= m, f(A) z): one Lanczos
+    basis, x_j = ||z|| V_j f(T_j) e_1, against a float64 eigh reference (the oracle m of the
+    tolerance stop is the first j whose error meets tol)."""
+    import fastlanczos as fl
+    from fastlanczos.krylov.matfuncs import resolve
+    fn = resolve(f)[1]
+    r = fl.lanczos(A, z, m)
+    ref = dense_funm(A, z, DENSE_FNS[f])
+    errs = []
+    for j in range(1, m + 1):
+        theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, : j - 1])
+        y = (S * (fn(theta) * S[:, 0, :]).unsqueeze(1)).sum(-1)
+        x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
+        errs.append((x - ref).norm(dim=1) / ref.norm(dim=1))
+    return torch.stack(errs, 1), ref

@@ -12,14 +12,10 @@ import math
 
 import pytest
 import torch
-from conftest import dense_funm, spd_from_spectrum
+from conftest import dense_funm, error_curve, spd_from_spectrum
 
 import fastlanczos as fl
-from fastlanczos.krylov.matfuncs import resolve
 from fastlanczos.krylov.stopping import fit_estimate
-
-FNS = {"inv_sqrt": torch.rsqrt, "sqrt": torch.sqrt, "inv": torch.reciprocal,
-       "exp": torch.exp, "log": torch.log}
 
 SPECTRA = {
     "logspace": lambda n: torch.logspace(-3, 0, n),
@@ -29,20 +25,6 @@ SPECTRA = {
     "outliers": lambda n: torch.cat([torch.linspace(1, 2, n - 4),
                                      torch.tensor([1e-2, 1e-1, 10.0, 30.0])]),
 }
-
-
-def error_curve(A, z, f, m):
-    """(k, m) relative error of the m-step iterate, for every m, from one basis."""
-    fn = resolve(f)[1]
-    r = fl.lanczos(A, z, m)
-    ref = dense_funm(A, z, FNS[f])
-    errs = []
-    for j in range(1, m + 1):
-        theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, : j - 1])
-        y = (S * (fn(theta) * S[:, 0, :]).unsqueeze(1)).sum(-1)
-        x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
-        errs.append((x - ref).norm(dim=1) / ref.norm(dim=1))
-    return torch.stack(errs, 1), ref
 
 
 def allowed(oracle, tol):

@@ -13,10 +13,10 @@ are what a geometric decay at rate rho predicts. Unlike single one-step changes,
 scatter by ~30% around their trend, the s_i are cumulative and smooth. rho and e_j are fit
 by least squares in log s over a grid of rho; the estimate is the larger of that e_j and
 the one-step change D_j = s_{j-1} where step j-1 was checked (it bounds e_j whenever the
-error at least halves per step, e.g. after a superlinear drop the fit cannot see). Near rho = 1 (no decay) the fit
-gives no estimate and the run goes on. Within the first 16 steps (4-point windows) the
-estimate is taken 2x larger. Where every one-step change in the window is at
-rounding level, y has stopped moving, and the largest distance bounds it.
+error at least halves per step, e.g. after a superlinear drop the fit cannot see). Near
+rho = 1 (no decay) the fit gives no estimate and the run goes on. Within the first 16 steps
+(4-point windows) the estimate is taken 2x larger. Where every distance in the window is
+at rounding level, y has stopped moving, and the largest distance bounds it.
 Measured on prescribed spectra and a CNN's GGN (benchmarks/bench_stopping.py): never above
 tol, within 1.05x of the smallest sufficient m at tol 1e-6 / 1e-9 nearly everywhere; at
 tol 1e-3 on slow decay (rho ~ 0.9) the fit overestimates e_j by up to 2x, i.e. a few
