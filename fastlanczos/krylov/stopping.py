@@ -149,16 +149,14 @@ class Stopping:
             change = torch.where(t.znorm > 0, 1.0, 0.0).double()  # change from the zero guess
         else:
             change = relative_distance(y, self.y)
-        estimate, predicted = change, inf
         if self.tol is None or self.legacy:
+            estimate, predicted = change, inf
             self.reported = change
+            self.err = change if self.err is None else torch.where(live, change, self.err)
         else:
             estimate, predicted = self._estimate(j, y, change, inf)
-        if self.err is None:
-            self.err = self.reported
-        if self.tol is None or self.legacy:
-            self.err = torch.where(live, estimate, self.err)
-        else:
+            if self.err is None:
+                self.err = self.reported
             # Without an estimate of y_j (window filling, sparse check, no decay) the one
             # reported is the larger of the last one, some earlier iterate's, and the change
             # since the previous check; only an estimate of y_j itself can stop a column.
@@ -206,7 +204,12 @@ def fit_estimate(y, j, points, floor):
     over the grid of rates (module doc); a best rate at the grid's top is no decay: inf. Where
     every distance is below `floor` (rounding level of the vectors' dtype), y has stopped
     moving and the largest distance is the estimate if smaller."""
-    s = torch.stack([relative_distance(y, yi) for _, yi in points], dim=1)  # (k, p)
+    length = y.shape[1]
+    earlier = torch.stack([torch.nn.functional.pad(yi, (0, length - yi.shape[1]))
+                           for _, yi in points], dim=1)  # (k, p, length)
+    diff = torch.linalg.vector_norm(y.unsqueeze(1) - earlier, dim=2)
+    size = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    s = torch.where(size > 0, diff / size, diff)  # (k, p): relative_distance, one batch
     # filled on the device (no host-to-device copy, which would synchronize on CUDA)
     steps = torch.stack([torch.full((), float(j - i), dtype=torch.float64, device=s.device)
                          for i, _ in points])
