@@ -214,6 +214,7 @@ def partial_and_stop(cfg):
     import torch
     dev = torch.device(cfg.device)
     _masked_kernel(cfg, dev)
+    _three_term_kernel(cfg, dev)
     _reorth_modes(cfg, dev)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -240,6 +241,41 @@ def _masked_kernel(cfg, dev):
                    dev, cfg.reps)
         print(f"reorth_step_masked k={k} j={j} n={n} passes {passes[:3]}...: "
               f"{t * 1e3:.2f} ms (incl. clones), vs torch reference max diff {diff:.1e}")
+
+
+def _three_term_kernel(cfg, dev):
+    """three_term_step (partial's plain update, two passes over w) against its torch
+    reference, both timed; and reorth_step_masked with the given beta (0 passes)."""
+    import torch
+    from bench_kernels import timeit
+
+    from fastlanczos.krylov import ops
+    from fastlanczos.krylov.reorth import three_term_step_scaled_torch
+    k, mm, j, n = cfg.reorth_sizes[0]
+    j = min(j, mm - 2)
+    for dtype in (torch.float32, torch.float64):
+        basis = torch.randn(k, mm, n, device=dev, dtype=dtype) / n**0.5
+        w0 = torch.randn(k, n, device=dev, dtype=dtype)
+        bp = torch.rand(k, device=dev, dtype=torch.float64) + 0.5
+        c = torch.full((k,), 0.25, device=dev, dtype=torch.float64)
+        w1, w2 = w0.clone(), w0.clone()
+        got = ops.three_term_step(basis, w1, bp, c, j)
+        ref = three_term_step_scaled_torch(basis, w2, bp, c, j)
+        diff = max(float(((a - b).abs() / b.abs().clamp_min(1e-30)).max())
+                   for a, b in zip(got, ref))
+        wdiff = float((w1.double() - w2.double()).abs().max() / w2.double().abs().max())
+        work = torch.empty_like(w0)
+        t_k = timeit(lambda: ops.three_term_step(basis, w0.clone(), bp, c, j), dev, cfg.reps)
+        t_t = timeit(lambda: three_term_step_scaled_torch(basis, w0.clone(), bp, c, j, work),
+                     dev, cfg.reps)
+        mask = torch.zeros(k, dtype=torch.uint8, device=dev)
+        beta = got[1]
+        b1 = basis.clone()
+        _, beta1 = ops.reorth_step_masked(b1, w1, mask, j, beta)
+        given = bool(torch.equal(beta1, beta))
+        print(f"three_term_step {str(dtype)[6:]} k={k} j={j} n={n}: {t_k * 1e3:.2f} ms vs torch "
+              f"ops {t_t * 1e3:.2f} ms (incl. clones); max rel diff alpha/beta/norm "
+              f"{diff:.1e}, w {wdiff:.1e}; masked step keeps the given beta: {given}")
 
 
 def _reorth_modes(cfg, dev):
@@ -361,8 +397,15 @@ def _sync_check(cfg):
         return
     sys.path.insert(0, str(ROOT / "tests"))
     from host_sync import HostSyncProbe
-    with HostSyncProbe() as probe:
-        fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+
+    from fastlanczos.krylov import reorth
+    # on the CPU the masks live in host memory and are read; count as on a GPU, where not
+    branch, reorth.branch_on_mask = reorth.branch_on_mask, lambda device: False
+    try:
+        with HostSyncProbe() as probe:
+            fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+    finally:
+        reorth.branch_on_mask = branch
     print(f"{what}: {probe.count} host reads counted by tests/host_sync.py {probe.events}")
     if probe.count:
         raise RuntimeError("the fixed-m run reads from the device")

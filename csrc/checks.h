@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <string>
 
 namespace fastlanczos {
@@ -61,6 +62,35 @@ inline void check_passes(const at::Tensor& basis, const at::Tensor& passes) {
               passes.scalar_type());
   TORCH_CHECK(passes.device() == basis.device() && passes.is_contiguous(),
               "reorth_step_masked: passes must be contiguous and on the basis's device");
+}
+
+// beta_in of reorth_step_masked: (k,) float64 norms of w on entry, where the step may trust them.
+inline void check_beta_in(const at::Tensor& basis, const std::optional<at::Tensor>& beta_in) {
+  if (!beta_in) return;
+  TORCH_CHECK(beta_in->dim() == 1 && beta_in->size(0) == basis.size(0),
+              "reorth_step_masked: beta must be (k,) = (", num(basis.size(0)), "), got ",
+              shape(beta_in->sizes()));
+  TORCH_CHECK(beta_in->scalar_type() == at::kDouble, "reorth_step_masked: beta must be float64, got ",
+              beta_in->scalar_type());
+  TORCH_CHECK(beta_in->device() == basis.device() && beta_in->is_contiguous(),
+              "reorth_step_masked: beta must be contiguous and on the basis's device");
+}
+
+// three_term_step: basis (k, m, n) with rows j - 1 and j in use, w (k, n), and float64 (k,)
+// beta_prev and scale.
+inline void check_three_term_inputs(const at::Tensor& basis, const at::Tensor& w,
+                                    const at::Tensor& beta_prev, const at::Tensor& scale,
+                                    int64_t j) {
+  check_reorth_inputs(basis, w, j);
+  for (const at::Tensor* t : {&beta_prev, &scale}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == basis.size(0),
+                "three_term_step: beta_prev and scale must be (k,) = (", num(basis.size(0)),
+                "), got ", shape(t->sizes()));
+    TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() &&
+                    t->device() == basis.device(),
+                "three_term_step: beta_prev and scale must be contiguous float64 on the basis's "
+                "device");
+  }
 }
 
 }  // namespace fastlanczos

@@ -26,8 +26,14 @@ TORCH_LIBRARY(fastlanczos, m) {
   m.def("tridiag_eigh(Tensor alpha, Tensor beta) -> (Tensor, Tensor)");
   m.def("reorth_step(Tensor(a!) basis, Tensor(b!) w, int j) -> (Tensor, Tensor)");
   // passes (k,) uint8 in {0, 1, 2}: Gram-Schmidt passes per vector (partial reorthogonalization);
-  // returns (the V_j w components summed over the passes, ||w||).
-  m.def("reorth_step_masked(Tensor(a!) basis, Tensor(b!) w, Tensor passes, int j) -> (Tensor, Tensor)");
+  // returns (the V_j w components summed over the passes, ||w||). beta (k,) float64, optional:
+  // ||w|| on entry, taken as the result for vectors with 0 passes instead of a pass over w.
+  m.def("reorth_step_masked(Tensor(a!) basis, Tensor(b!) w, Tensor passes, int j, Tensor? beta=None) -> (Tensor, Tensor)");
+  // The plain Lanczos update of partial reorthogonalization, in two passes over w: with
+  // v = basis[:, j], v_prev = basis[:, j - 1] (none at j = 0) and c = scale,
+  //   w = c w - beta_prev v_prev; alpha = v . w; w -= alpha v; beta = ||w||.
+  // Returns float64 (alpha, beta, ||c w|| on entry), each (k,).
+  m.def("three_term_step(Tensor basis, Tensor(a!) w, Tensor beta_prev, Tensor scale, int j) -> (Tensor, Tensor, Tensor)");
   m.def("cuda_version() -> int", &cuda_version);
 }
 

@@ -28,4 +28,7 @@ struct ReorthParams {
   // (k,) Gram-Schmidt passes per vector, 0, 1 or 2 (partial reorthogonalization); nullptr: 2
   // for all. With 0, w is left as it is and only beta = ||w|| and basis[j + 1] are formed.
   const uint8_t* passes = nullptr;
+  // (k,) ||w|| on entry, or nullptr. Where given, vectors with 0 passes take beta from it
+  // instead of reading w once more (the three-term step has just computed it).
+  const double* beta_in = nullptr;
 };

@@ -21,5 +21,7 @@ def test_gpu_check_smoke_run_completes(tmp_path):
     written = (tmp_path / "RESULTS-gpu.md").read_text()
     for needle in ("tridiag_eigh on", "reorth_step (fused CGS2)", "MLP GGN 784-8",
                    "0 host reads counted", "GGN cached Jacobians", "memory_budget",
-                   "predictive glm/probit", "reorth_step_masked", "tolerance stop"):
+                   "predictive glm/probit", "reorth_step_masked", "three_term_step",
+                   "keeps the given beta: True",
+                   "tolerance stop"):
         assert needle in written, needle

@@ -7,8 +7,7 @@
 // then basis[j + 1] = w / beta (one vector). Dot products accumulate in float64 even for
 // float32 vectors: alpha and beta feed the float64 tridiagonal problem, and the Ritz values
 // are only as good as them.
-// Determinism: chunk and task boundaries depend on (n, j, dtype) only, never on the thread
-// count, and the per-task partial sums are added in task order.
+// Determinism: see chunked.h.
 // reorth_step_masked runs the same passes for a per-vector count of Gram-Schmidt passes.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -17,35 +16,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "../checks.h"
 #include "../params.h"
+#include "chunked.h"
 #include "clones.h"
 
 namespace fastlanczos {
 namespace {
-
-constexpr int64_t kChunkBytes = 256 * 1024;  // rows 0..j of one chunk of V: a quarter of L2
-constexpr int64_t kTaskElems = 65536;        // per-task partials stay small next to V
-constexpr int64_t kTasksPerVector = 8;       // where chunks allow: one vector uses every core
-constexpr int kLanes = 8;                    // independent accumulators: lets -O3 vectorize
-
-// sum_t x[t] * y[t] in float64 with kLanes interleaved partial sums (fixed order). Cloned
-// like the kernels below: with partial reorthogonalization most steps run no pass, and this
-// norm and the write of the next vector are then all the kernel does.
-template <typename T, typename U>
-FL_CPU_CLONES double dot(const T* x, const U* y, int64_t len) {
-  double acc[kLanes] = {};
-  int64_t t = 0;
-  for (; t + kLanes <= len; t += kLanes)
-    for (int u = 0; u < kLanes; ++u)
-      acc[u] += static_cast<double>(x[t + u]) * static_cast<double>(y[t + u]);
-  for (; t < len; ++t) acc[0] += static_cast<double>(x[t]) * static_cast<double>(y[t]);
-  double s = 0.0;
-  for (int u = 0; u < kLanes; ++u) s += acc[u];
-  return s;
-}
 
 // h[i] += V_i . x for rows i < rows of a chunk (row stride n). Four rows share each pass over
 // x, so x is loaded once per four multiply-adds: one row at a time, the loads of x and the
@@ -101,73 +81,29 @@ FL_CPU_CLONES void scale_into(T* next, const T* w, double inv, int64_t len) {
 }
 
 template <typename T>
-struct Layout {
-  int64_t rows, chunk, task, ntask;
-  explicit Layout(const ReorthParams<T>& p) {
-    rows = p.j + 1;
-    chunk = std::clamp<int64_t>(kChunkBytes / (rows * int64_t(sizeof(T))), 256, 8192) / 64 * 64;
-    // A task is a whole number of chunks, at most ~kTaskElems elements, but small enough that
-    // a single vector (k = 1) splits into kTasksPerVector tasks: torch's matrix-vector
-    // products use every core there, and so must this.
-    const int64_t most = (kTaskElems + chunk - 1) / chunk * chunk;
-    const int64_t even = (p.n + kTasksPerVector - 1) / kTasksPerVector;
-    task = std::clamp<int64_t>((even + chunk - 1) / chunk * chunk, chunk, most);
-    ntask = (p.n + task - 1) / task;
-  }
-};
-
-// Runs body(b, start, len, part) over every chunk of the vectors listed in cols, grouped in
-// tasks; part points at the task's `width` partial sums, which the body accumulates into.
-// Only the listed vectors' tasks are handed out, so the cores share whatever work there is
-// (with partial reorthogonalization often one vector of k).
-template <typename T, typename Body>
-std::vector<double> over_chunks(const ReorthParams<T>& p, const Layout<T>& L, int64_t width,
-                                const std::vector<int64_t>& cols, const Body& body) {
-  std::vector<double> part(p.k * L.ntask * width, 0.0);
-  const int64_t count = int64_t(cols.size()) * L.ntask;
-  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> buf(L.chunk);
-    for (int64_t q = begin; q < end; ++q) {
-      const int64_t b = cols[q / L.ntask], idx = b * L.ntask + q % L.ntask;
-      const int64_t first = (q % L.ntask) * L.task, last = std::min(first + L.task, p.n);
-      for (int64_t s = first; s < last; s += L.chunk)
-        body(b, s, std::min(L.chunk, last - s), buf.data(), part.data() + idx * width);
-    }
-  });
-  return part;
-}
-
-// Sums the per-task partials of vector b in task order.
-void reduce_tasks(const std::vector<double>& part, int64_t b, int64_t ntask, int64_t width,
-                  double* out) {
-  std::fill(out, out + width, 0.0);
-  for (int64_t t = 0; t < ntask; ++t)
-    for (int64_t i = 0; i < width; ++i) out[i] += part[(b * ntask + t) * width + i];
-}
-
-template <typename T>
 void reorth_step_kernel(const ReorthParams<T>& p) {
-  const Layout<T> L(p);
+  const Layout L(p.n, p.j + 1, sizeof(T));
   const int64_t R = L.rows, n = p.n;
   auto V = [&](int64_t b, int64_t s) { return p.basis + b * p.m * n + s; };
   auto W = [&](int64_t b, int64_t s) { return p.w + b * n + s; };
   auto passes = [&](int64_t b) { return p.passes ? std::min(int(p.passes[b]), 2) : 2; };
-  std::vector<int64_t> all, once, twice;  // vectors with >= 0, >= 1, 2 passes
+  std::vector<int64_t> all, once, twice, normed;  // >= 0, >= 1, 2 passes; norm computed here
   for (int64_t b = 0; b < p.k; ++b) {
     all.push_back(b);
+    if (passes(b) >= 1 || p.beta_in == nullptr) normed.push_back(b);
     if (passes(b) >= 1) once.push_back(b);
     if (passes(b) >= 2) twice.push_back(b);
   }
 
   // pass 1: h1 = V w
-  auto part = over_chunks(p, L, R, once, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
+  auto part = over_chunks(p.k, p.n, L, R, once, [&](int64_t b, int64_t s, int64_t len, double*, double* h) {
     dot_rows(V(b, s), n, W(b, s), R, len, h);
   });
   std::vector<double> h1(p.k * R), h2(p.k * R);
   for (int64_t b = 0; b < p.k; ++b) reduce_tasks(part, b, L.ntask, R, h1.data() + b * R);
 
   // pass 2 (second Gram-Schmidt pass only): w -= V^T h1, then h2 = V w on the same chunk
-  part = over_chunks(p, L, R, twice, [&](int64_t b, int64_t s, int64_t len, double* acc, double* h) {
+  part = over_chunks(p.k, p.n, L, R, twice, [&](int64_t b, int64_t s, int64_t len, double* acc, double* h) {
     T* w = W(b, s);
     for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
     subtract_rows(acc, V(b, s), n, h1.data() + b * R, R, len);
@@ -179,7 +115,7 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
   // pass 3: w -= V^T h_last (h2 after two passes, h1 after one, nothing after none) and
   // ||w||^2 of the values as stored
   const std::vector<double>* last[3] = {nullptr, &h1, &h2};
-  part = over_chunks(p, L, 1, all, [&](int64_t b, int64_t s, int64_t len, double* acc, double* sq) {
+  part = over_chunks(p.k, p.n, L, 1, normed, [&](int64_t b, int64_t s, int64_t len, double* acc, double* sq) {
     T* w = W(b, s);
     if (passes(b) > 0) {
       for (int64_t t = 0; t < len; ++t) acc[t] = static_cast<double>(w[t]);
@@ -192,13 +128,14 @@ void reorth_step_kernel(const ReorthParams<T>& p) {
   for (int64_t b = 0; b < p.k; ++b) {
     double sq;
     reduce_tasks(part, b, L.ntask, 1, &sq);
-    p.beta[b] = std::sqrt(sq);
+    const bool given = passes(b) == 0 && p.beta_in != nullptr;
+    p.beta[b] = given ? p.beta_in[b] : std::sqrt(sq);
     p.alpha[b] = h1[b * R + p.j] + h2[b * R + p.j];  // zero for the passes not run
     inv[b] = p.beta[b] > 0 ? 1.0 / p.beta[b] : 0.0;
   }
 
   if (p.j + 1 >= p.m) return;  // no row left to write
-  over_chunks(p, L, 0, all, [&](int64_t b, int64_t s, int64_t len, double*, double*) {
+  over_chunks(p.k, p.n, L, 0, all, [&](int64_t b, int64_t s, int64_t len, double*, double*) {
     scale_into(V(b, s) + (p.j + 1) * n, W(b, s), inv[b], len);
   });
 }
@@ -217,11 +154,13 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_cpu(at::Tensor basis, at::Tensor 
 }
 
 // Partial reorthogonalization: passes[b] Gram-Schmidt passes for vector b (0, 1 or 2); the
-// mask is read here directly, which costs nothing on the CPU.
+// mask is read here directly, which costs nothing on the CPU. beta_in: see params.h.
 std::tuple<at::Tensor, at::Tensor> reorth_step_masked_cpu(at::Tensor basis, at::Tensor w,
-                                                          at::Tensor passes, int64_t j) {
+                                                          at::Tensor passes, int64_t j,
+                                                          const std::optional<at::Tensor>& beta_in) {
   check_reorth_inputs(basis, w, j);
   check_passes(basis, passes);
+  check_beta_in(basis, beta_in);
   const int64_t k = basis.size(0);
   at::Tensor alpha = at::empty({k}, basis.options().dtype(at::kDouble));
   at::Tensor beta = at::empty({k}, basis.options().dtype(at::kDouble));
@@ -230,6 +169,7 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_masked_cpu(at::Tensor basis, at::
                              alpha.data_ptr<double>(), beta.data_ptr<double>(), k, basis.size(1),
                              basis.size(2), j};
     p.passes = passes.data_ptr<uint8_t>();
+    p.beta_in = beta_in ? beta_in->data_ptr<double>() : nullptr;
     reorth_step_kernel(p);
   });
   return {alpha, beta};

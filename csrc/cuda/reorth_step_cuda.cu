@@ -14,7 +14,8 @@
 // float64 also for float32 vectors, because alpha and beta feed the float64 tridiagonal.
 // reorth_step_masked (partial reorthogonalization) takes a per-vector count of Gram-Schmidt
 // passes from a device mask: blocks of vectors with fewer passes exit at once (writing zero
-// partials), so the host never reads the mask.
+// partials), so the host never reads the mask. Given beta_in (the three-term step's ||w||),
+// vectors with no pass skip the norm pass too.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
@@ -23,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "../checks.h"
 #include "../params.h"
@@ -81,7 +83,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = blockIdx.y, n = p.n;
   const int passes = passes_of(p.passes, b);
   double* out = part + (b * gridDim.x + blockIdx.x) * width;
-  if ((P == kDots && passes < 1) || (P == kUpdateDots && passes < 2)) {  // pass not run
+  const bool given = P == kUpdateNorm && passes == 0 && p.beta_in != nullptr;  // beta known
+  if ((P == kDots && passes < 1) || (P == kUpdateDots && passes < 2) || given) {  // not run
     for (int64_t i = threadIdx.x; i < width; i += kThreads) out[i] = 0.0;
     return;  // uniform over the block: no __syncthreads is skipped by some threads only
   }
@@ -144,7 +147,8 @@ __global__ void reduce_kernel(ReorthParams<T> p, const double* part, int blocks,
     double s = 0.0;
     for (int blk = 0; blk < blocks; ++blk) s += part[(b * blocks + blk) * width + i];
     if (P == kUpdateNorm) {
-      const double beta = sqrt(s);
+      const bool given = passes_of(p.passes, b) == 0 && p.beta_in != nullptr;
+      const double beta = given ? p.beta_in[b] : sqrt(s);
       p.beta[b] = beta;
       inv[b] = beta > 0.0 ? 1.0 / beta : 0.0;
     } else {
@@ -215,7 +219,8 @@ void launch_reorth(const ReorthParams<T>& p, const at::TensorOptions& opts) {
 }
 
 std::tuple<at::Tensor, at::Tensor> reorth_step_cuda(at::Tensor basis, at::Tensor w, int64_t j,
-                                                    const uint8_t* passes = nullptr) {
+                                                    const uint8_t* passes = nullptr,
+                                                    const double* beta_in = nullptr) {
   const c10::cuda::CUDAGuard guard(basis.device());
   const int64_t k = basis.size(0);
   at::Tensor alpha = at::empty({k}, basis.options().dtype(at::kDouble));
@@ -224,7 +229,7 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_cuda(at::Tensor basis, at::Tensor
   AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "reorth_step_cuda", [&] {
     launch_reorth(ReorthParams<scalar_t>{basis.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                                          alpha.data_ptr<double>(), beta.data_ptr<double>(), k,
-                                         basis.size(1), basis.size(2), j, passes},
+                                         basis.size(1), basis.size(2), j, passes, beta_in},
                   alpha.options());
   });
   return {alpha, beta};
@@ -236,10 +241,13 @@ std::tuple<at::Tensor, at::Tensor> reorth_step_full_cuda(at::Tensor basis, at::T
 }
 
 std::tuple<at::Tensor, at::Tensor> reorth_step_masked_cuda(at::Tensor basis, at::Tensor w,
-                                                           at::Tensor passes, int64_t j) {
+                                                           at::Tensor passes, int64_t j,
+                                                           const std::optional<at::Tensor>& beta) {
   check_reorth_inputs(basis, w, j);
   check_passes(basis, passes);
-  return reorth_step_cuda(basis, w, j, passes.data_ptr<uint8_t>());
+  check_beta_in(basis, beta);
+  return reorth_step_cuda(basis, w, j, passes.data_ptr<uint8_t>(),
+                          beta ? beta->data_ptr<double>() : nullptr);
 }
 
 }  // namespace

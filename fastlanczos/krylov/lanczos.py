@@ -16,17 +16,21 @@ operators run bit for bit as without it); every product is multiplied by c, whic
 and alpha, beta are stored divided by c: T is that of A, the basis is unchanged.
 """
 
+import functools
 from typing import NamedTuple
 
 import torch
 
 from . import ops
+from . import reorth as reorth_steps
 from .backend import use_extension
 from .orthogonality import OmegaEstimate
 from .reorth import (
     cgs2_step_torch,
     masked_cgs_step_torch,
+    row_norm,
     subtract_scaled_,
+    three_term_step_scaled_torch,
     three_term_step_torch,
 )
 from .sharded import cgs2_step_sharded, three_term_step_sharded
@@ -77,18 +81,17 @@ class _Tracker:
     def saw_output(self, w: torch.Tensor, j: int):
         """Scale w = A v_j in place by c (chosen at j = 0, see the module docstring), note
         ||c A v_j|| and whether it is finite."""
+        self.choose_scale(w, j)
+        w.mul_(self.c.to(w.dtype).unsqueeze(1))
+        self.saw_norm(row_norm(w) if self.reducer is None else self.reducer.norm(w), j)
+
+    def choose_scale(self, w: torch.Tensor, j: int):
         if j == 0:
             self.c = output_scale(w, self.reducer)
-        w.mul_(self.c.to(w.dtype).unsqueeze(1))
-        if self.reducer is not None:
-            self.wnorm = self.reducer.norm(w)
-        elif w.dtype == torch.float32:
-            # dtype=float64 would cast w into a (k, n) float64 temporary: 88 ms against 5 ms
-            # at k = 8, n = 1.33M on the CPU. A float32 norm overflows only past 1.8e19,
-            # with c A v_0 scaled to O(1): an operator float32 cannot hold anyway.
-            self.wnorm = torch.linalg.vector_norm(w, dim=1).double()
-        else:
-            self.wnorm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+
+    def saw_norm(self, wnorm: torch.Tensor, j: int):
+        """Note ||c A v_j|| (float64 (k,)) and whether it is finite."""
+        self.wnorm = wnorm
         bad = ~torch.isfinite(self.wnorm) & (self.first_nonfinite < 0)
         self.first_nonfinite = torch.where(bad, j, self.first_nonfinite)
 
@@ -146,8 +149,7 @@ def lanczos_full(matvec, z, m, on_check, check_at, reducer=None) -> LanczosResul
         else:
             a, b = step(basis, w, j)  # w becomes the residual; basis[:, j+1] = w / b
         done = t.record(j, a, b)
-        if j + 1 < m:
-            basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
+        _zero_done_rows(basis, j + 1, done)
         if on_check is not None and check_at(j) and on_check(t, j):
             m = j + 1
             break
@@ -165,23 +167,23 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
     # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
-    compiled = use_extension(z.device) and (
-        k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
-    zero = torch.zeros_like(z[:, 0], dtype=torch.float64)
-    b, w = zero, None
-    work = torch.empty_like(z)
+    extension = use_extension(z.device)
+    compiled = extension and (k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+    # The plain update is elementwise: its kernel (two passes over w, not six) wins for any k.
+    three_term = ops.three_term_step if extension else functools.partial(
+        three_term_step_scaled_torch, work=torch.empty_like(z))
+    b, w = torch.zeros_like(z[:, 0], dtype=torch.float64), None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)
-        t.saw_output(w, j)
-        v_prev = basis[:, j - 1] if j else torch.zeros_like(w)
-        a, b = three_term_step_torch(basis[:, j], v_prev, b, w, work)
+        t.choose_scale(w, j)
+        a, b, wnorm = three_term(basis, w, b, t.c, j)  # w = c A v_j, made the residual
+        t.saw_norm(wnorm, j)
         passes = omega.passes(j, a, b, ~t.done)
         step = (ops.reorth_step_masked if compiled and j < ops.REORTH_MAX_ROWS
                 else masked_cgs_step_torch)
-        h, b = step(basis, w, passes, j)  # basis[:, j+1] = w / b
+        h, b = step(basis, w, passes, j, b)  # basis[:, j+1] = w / b
         done = t.record(j, a + h, b)
-        if j + 1 < m:
-            basis[:, j + 1].masked_fill_(done.unsqueeze(1), 0.0)
+        _zero_done_rows(basis, j + 1, done)
         if on_check is not None and check_at(j) and on_check(t, j):
             m = j + 1
             break
@@ -239,6 +241,19 @@ def regenerate_three_term(matvec, z, alpha, beta, steps, coeffs, reducer=None):
         b = beta[:, j] * c
         v_prev, v = v, _next_vector(w, b, steps <= j + 1, out=v_prev)
     return x
+
+
+def _zero_done_rows(basis, row, done):
+    """basis[:, row] = 0 for the done columns, so the operator sees zeros there. On the CPU
+    the mask is in host memory: only those rows are written (a masked_fill_ of all k rows was
+    a (k, n) pass every step, ~15 ms at k = 8, n = 1.33M, mostly with nothing to zero)."""
+    if row >= basis.shape[1]:
+        return
+    if reorth_steps.branch_on_mask(done.device):
+        for b in done.nonzero().flatten().tolist():
+            basis[b, row].zero_()
+    else:
+        basis[:, row].masked_fill_(done.unsqueeze(1), 0.0)
 
 
 def _next_vector(w, b, done, out=None):

@@ -72,7 +72,8 @@ def supports(device) -> bool:
         return False
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     return all(has(f"fastlanczos::{op}", key) for op in ("tridiag_eigh", "reorth_step",
-                                                         "reorth_step_masked"))
+                                                         "reorth_step_masked",
+                                                         "three_term_step"))
 
 
 def tridiag_eigh(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,12 +92,20 @@ def reorth_step(basis: torch.Tensor, w: torch.Tensor, j: int) -> tuple[torch.Ten
     return torch.ops.fastlanczos.reorth_step(basis, w, j)
 
 
-def reorth_step_masked(basis: torch.Tensor, w: torch.Tensor, passes: torch.Tensor,
-                       j: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reorth_step_masked(basis: torch.Tensor, w: torch.Tensor, passes: torch.Tensor, j: int,
+                       beta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Partial reorthogonalization's fused step, same contract as
     ``reorth.masked_cgs_step_torch``: passes (k,) uint8 Gram-Schmidt passes per column (0, 1
-    or 2); returns float64 (v_j components removed, beta) of shape (k,)."""
-    return torch.ops.fastlanczos.reorth_step_masked(basis, w, passes, j)
+    or 2); beta (k,) float64, optional: ||w|| on entry, returned for the columns with 0 passes
+    instead of reading w again. Returns float64 (v_j components removed, beta) of shape (k,)."""
+    return torch.ops.fastlanczos.reorth_step_masked(basis, w, passes, j, beta)
+
+
+def three_term_step(basis: torch.Tensor, w: torch.Tensor, beta_prev: torch.Tensor,
+                    scale: torch.Tensor, j: int):
+    """The plain Lanczos update in two passes over w, same contract as
+    ``reorth.three_term_step_scaled_torch``: returns float64 (alpha, beta, ||c w||) (k,)."""
+    return torch.ops.fastlanczos.three_term_step(basis, w, beta_prev, scale, j)
 
 
 if _C is not None:
@@ -113,7 +122,12 @@ if _C is not None:
                 basis.new_empty((k,), dtype=torch.float64))
 
     @torch.library.register_fake("fastlanczos::reorth_step_masked")
-    def _reorth_step_masked_fake(basis, w, passes, j):
+    def _reorth_step_masked_fake(basis, w, passes, j, beta=None):
         k = basis.shape[0]
         return (basis.new_empty((k,), dtype=torch.float64),
                 basis.new_empty((k,), dtype=torch.float64))
+
+    @torch.library.register_fake("fastlanczos::three_term_step")
+    def _three_term_step_fake(basis, w, beta_prev, scale, j):
+        k = basis.shape[0]
+        return tuple(basis.new_empty((k,), dtype=torch.float64) for _ in range(3))
