@@ -120,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> three_term_step_cuda(at::Tensor b
   // enough resident blocks over all k vectors to keep memory busy, each with work to do
   const int64_t per_vector = std::max<int64_t>(sms * (2048 / kThreads) / k, 1);
   const int blocks = static_cast<int>(
-      std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, std::max<int64_t>(per_vector, 1)));
+      std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, per_vector));
   at::Tensor part = at::empty({k * blocks * 2}, opts);
   ThreeTermArgs a{beta_prev.data_ptr<double>(), scale.data_ptr<double>(), alpha.data_ptr<double>(),
                   beta.data_ptr<double>(), wnorm.data_ptr<double>(), part.data_ptr<double>(),

@@ -103,8 +103,14 @@ def masked_cgs_step_torch(basis: torch.Tensor, w: torch.Tensor, passes: torch.Te
             c = torch.bmm(V, w.unsqueeze(-1)).squeeze(-1) * on
             w.sub_(torch.bmm(V.transpose(1, 2), c.unsqueeze(-1)).squeeze(-1))
             h += c[:, j].double()
-    norm = torch.linalg.vector_norm(w, dim=1).double()
-    beta = norm if beta is None else torch.where(passes == 0, beta, norm)
+    if beta is None:
+        beta = row_norm(w)
+    elif branch_on_mask(w.device):  # the norms only of the columns that changed
+        beta = beta.clone()
+        for b in (passes > 0).nonzero().flatten().tolist():
+            beta[b] = row_norm(w[b : b + 1])[0]
+    else:
+        beta = torch.where(passes == 0, beta, row_norm(w))
     if j + 1 < basis.shape[1]:
         inv = torch.where(beta > 0, 1.0 / beta, torch.zeros_like(beta))
         torch.mul(w, inv.to(w.dtype).unsqueeze(1), out=basis[:, j + 1])
