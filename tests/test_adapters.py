@@ -227,3 +227,28 @@ def test_cupy_lanczos_fields_are_cupy():
 
     res = fl.lanczos(cs.csr_matrix(_spd()), cupy.asarray(_z((2, N))), 8)
     assert all(isinstance(t, cupy.ndarray) for t in res)
+
+
+@pytest.mark.parametrize("shape", [(6,), (3, 6)])
+def test_shift_is_added_in_place_only_to_a_fresh_product(shape):
+    """(A + shift I) V: added in place to the product when the product is its own tensor
+    (no new (k, n) allocation per step), never into V itself when the product is V (an
+    identity hvp), and the answers of inv_sqrt_apply are the same either way."""
+    from fastlanczos.operators import as_block_matvec
+    z = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    V = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    V = V[:1] if len(shape) == 1 else V
+    kept = V.clone()
+    identity = as_block_matvec(lambda v: v, z, 2.0)
+    torch.testing.assert_close(identity(V), 3.0 * kept, rtol=0, atol=0)
+    torch.testing.assert_close(V, kept, rtol=0, atol=0)  # V was not written
+    A = torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64))
+    produced = []
+    product = as_block_matvec(lambda v: produced.append(v @ A) or produced[-1], z, 0.5)
+    out = product(V)
+    torch.testing.assert_close(out, V @ A + 0.5 * V)
+    assert out.untyped_storage().data_ptr() == produced[-1].untyped_storage().data_ptr()
+    ref = dense_funm(A + 2.0 * torch.eye(6, dtype=torch.float64), z, torch.rsqrt)
+    for hvp in (lambda v: v @ A, A):
+        x = fl.inv_sqrt_apply(hvp, z, 6, shift=2.0)
+        torch.testing.assert_close(x, ref.reshape(x.shape), rtol=1e-10, atol=1e-12)
