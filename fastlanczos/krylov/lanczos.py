@@ -169,6 +169,7 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
     # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
     extension = use_extension(z.device)
     compiled = extension and (k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+    masked = compiled and not blas_passes_faster(z)
     # The plain update is elementwise: its kernel (two passes over w, not six) wins for any k.
     three_term = ops.three_term_step if extension else functools.partial(
         three_term_step_scaled_torch, work=torch.empty_like(z))
@@ -179,7 +180,7 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
         a, b, wnorm = three_term(basis, w, b, t.c, j)  # w = c A v_j, made the residual
         t.saw_norm(wnorm, j)
         passes = omega.passes(j, a, b, ~t.done)
-        step = (ops.reorth_step_masked if compiled and j < ops.REORTH_MAX_ROWS
+        step = (ops.reorth_step_masked if masked and j < ops.REORTH_MAX_ROWS
                 else masked_cgs_step_torch)
         h, b = step(basis, w, passes, j, b)  # basis[:, j+1] = w / b
         done = t.record(j, a + h, b)
@@ -189,6 +190,20 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
             break
     t.reorth_count = omega.count
     return _result(t, basis[:, :m], w, m), t
+
+
+def blas_passes_faster(z: torch.Tensor) -> bool:
+    """Whether partial's Gram-Schmidt passes run faster as torch's per-column BLAS products
+    than in the masked kernel: float32 on one CPU thread, n >= 1e4. There torch's sgemv (MKL
+    in the x86 wheels) streams V at 20-23 GB/s, the kernel's float64-accumulating loop at
+    11-13 GB/s (1.25-2.2x, n = 1e4 to 1e6, j = 15 / 62, 1 or 2 passes); from two threads on
+    the kernel's split wins (0.64-1.0x), and for float64 the measurements went both ways.
+    The sgemv accumulates in float32, harmless for these passes (unlike for alpha): w is
+    already orthogonal to v_j, v_{j-1} and at most sqrt(eps) along the rest, so the
+    coefficients are small and their terms of random sign (tests/test_partial_reorth.py
+    checks the orthogonality and the accuracy on this branch)."""
+    return (z.device.type == "cpu" and z.dtype == torch.float32 and z.shape[1] >= 10_000
+            and torch.get_num_threads() == 1)
 
 
 def lanczos_three_term(matvec, z, m, on_check, check_at, keep_basis, reducer=None):
