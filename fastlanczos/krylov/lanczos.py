@@ -195,8 +195,8 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
 def blas_passes_faster(z: torch.Tensor) -> bool:
     """Whether partial's Gram-Schmidt passes run faster as torch's per-column BLAS products
     than in the masked kernel: float32 on one CPU thread, n >= 1e4. There torch's sgemv (MKL
-    in the x86 wheels) streams V at 20-23 GB/s, the kernel's float64-accumulating loop at
-    11-13 GB/s (1.25-2.2x, n = 1e4 to 1e6, j = 15 / 62, 1 or 2 passes); from two threads on
+    in the x86 wheels) streams V at 17-23 GB/s, the kernel's float64-accumulating loop at
+    10-13 GB/s (1.25-2.2x, n = 1e4 to 1e6, j = 15 / 62, 1 or 2 passes); from two threads on
     the kernel's split wins (0.64-1.0x), and for float64 the measurements went both ways.
     The sgemv accumulates in float32, harmless for these passes (unlike for alpha): w is
     already orthogonal to v_j, v_{j-1} and at most sqrt(eps) along the rest, so the
