@@ -168,8 +168,8 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
     basis[:, 0] = t.start_vector(z)
     # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
     extension = use_extension(z.device)
-    compiled = extension and (k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
-    masked = compiled and not blas_passes_faster(z)
+    masked = (extension and (k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+              and not blas_passes_faster(z))
     # The plain update is elementwise: its kernel (two passes over w, not six) wins for any k.
     three_term = ops.three_term_step if extension else functools.partial(
         three_term_step_scaled_torch, work=torch.empty_like(z))
@@ -279,10 +279,14 @@ def _next_vector(w, b, done, out=None):
 def _fresh(w: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     """The recurrence updates w in place: never let that write through into the user's
     tensors or our basis (an identity hvp returns its input)."""
-    shared = w.untyped_storage().data_ptr() == owner.untyped_storage().data_ptr()
-    if shared or not w.is_contiguous():
+    if shares_storage(w, owner) or not w.is_contiguous():
         return w.contiguous().clone()
     return w
+
+
+def shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b live in one storage (an identity hvp returns its input)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _result(t: _Tracker, basis, w, m) -> LanczosResult:
