@@ -30,23 +30,30 @@ namespace {
 // h[i] += V_i . x for rows i < rows of a chunk (row stride n). Four rows share each pass over
 // x, so x is loaded once per four multiply-adds: one row at a time, the loads of x and the
 // one-row-at-a-time loop overhead made the kernel slower than BLAS's matrix-vector product.
+// Eight lanes per row, the rows' loop outside the lanes' loop: gcc then keeps each row's
+// lanes in two AVX2 registers (the 4 x 4 layout this replaces ran at 9-10 GB/s on one core,
+// this at 14-19, the speed of a plain sum over the same strided rows).
 template <typename T, typename U>
 FL_CPU_CLONES void dot_rows(const T* v, int64_t n, const U* x, int64_t rows, int64_t len, double* h) {
-  constexpr int kRows = 4, kL = 4;  // 16 accumulators: fits the 16 SSE2 registers with room
+  constexpr int kRows = 4, kL = 8;
   int64_t i = 0;
   for (; i + kRows <= rows; i += kRows) {
     double acc[kRows][kL] = {};
+    const bool next = i + 2 * kRows <= rows;
     int64_t t = 0;
-    for (; t + kL <= len; t += kL)
-      for (int u = 0; u < kL; ++u) {
-        const double xu = static_cast<double>(x[t + u]);
-        for (int r = 0; r < kRows; ++r)
-          acc[r][u] += static_cast<double>(v[(i + r) * n + t + u]) * xu;
-      }
+    for (; t + kL <= len; t += kL) {
+      if (next && t % 16 == 0)  // one 64-byte line of each of the next four rows
+        for (int r = 0; r < kRows; ++r) __builtin_prefetch(v + (i + kRows + r) * n + t, 0, 1);
+      for (int r = 0; r < kRows; ++r)
+        for (int u = 0; u < kL; ++u)
+          acc[r][u] += static_cast<double>(v[(i + r) * n + t + u]) * static_cast<double>(x[t + u]);
+    }
     for (int r = 0; r < kRows; ++r) {
       for (int64_t tt = t; tt < len; ++tt)
         acc[r][0] += static_cast<double>(v[(i + r) * n + tt]) * static_cast<double>(x[tt]);
-      h[i + r] += (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+      double s = 0.0;
+      for (int u = 0; u < kL; ++u) s += acc[r][u];
+      h[i + r] += s;
     }
   }
   for (; i < rows; ++i) h[i] += dot(v + i * n, x, len);
