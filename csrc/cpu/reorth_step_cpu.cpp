@@ -32,7 +32,9 @@ namespace {
 // one-row-at-a-time loop overhead made the kernel slower than BLAS's matrix-vector product.
 // Eight lanes per row, the rows' loop outside the lanes' loop: gcc then keeps each row's
 // lanes in two AVX2 registers (the 4 x 4 layout this replaces ran at 9-10 GB/s on one core,
-// this at 14-19, the speed of a plain sum over the same strided rows).
+// this at 14-19, the speed of a plain sum over the same strided rows). The next four rows'
+// streams start cold, so their lines are prefetched while these four are read (14.6 -> 19-20
+// GB/s on one core at a 2000-element chunk, measured outside the kernel).
 template <typename T, typename U>
 FL_CPU_CLONES void dot_rows(const T* v, int64_t n, const U* x, int64_t rows, int64_t len, double* h) {
   constexpr int kRows = 4, kL = 8;
@@ -42,7 +44,7 @@ FL_CPU_CLONES void dot_rows(const T* v, int64_t n, const U* x, int64_t rows, int
     const bool next = i + 2 * kRows <= rows;
     int64_t t = 0;
     for (; t + kL <= len; t += kL) {
-      if (next && t % 16 == 0)  // one 64-byte line of each of the next four rows
+      if (next && t % (64 / sizeof(T)) == 0)  // one 64-byte line of each of the next rows
         for (int r = 0; r < kRows; ++r) __builtin_prefetch(v + (i + kRows + r) * n + t, 0, 1);
       for (int r = 0; r < kRows; ++r)
         for (int u = 0; u < kL; ++u)

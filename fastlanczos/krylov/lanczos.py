@@ -133,12 +133,13 @@ def lanczos_full(matvec, z, m, on_check, check_at, reducer=None) -> LanczosResul
     t = _Tracker(z, m, reducer)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
-    # On the CPU, one float32 vector's step stays on torch: its BLAS runs float32 SIMD on every
-    # core, while the kernel accumulates in float64 and is 0.7-0.9x at j = 127 (1.2-3x at
-    # j = 31). For float64, or from k = 2 on, the kernel is ahead: k = 1 float64 0.98-2.4x,
-    # k = 2 3-11x (n 1e3 to 1e6, 2 cores, benchmarks/bench_kernels.py --only reorth).
-    compiled = reducer is None and use_extension(z.device) and (
-        k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
+    # The kernel wherever it is built, even where torch's BLAS is faster (float32 on one CPU
+    # thread, 1.2-1.5x): BLAS rounds w -= V^T h in float32 against ||A v_j||, the kernel once
+    # from float64, and on logspace spectra (n = 1e5, 1 thread) full's float32 error floor was
+    # 8-10x lower with the kernel (2.8e-7 vs 2.7e-6 at kappa 1e2, 1.0e-6 vs 7.9e-6 at 1e3).
+    # That also settled k = 1 float32, which ran on torch: the kernel is now 1.0-1.35x
+    # faster there from two threads on, and 4-16x more accurate.
+    compiled = reducer is None and use_extension(z.device)
     w = None
     for j in range(m):
         w = _fresh(matvec(basis[:, j]), basis)
@@ -166,10 +167,8 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
     omega = OmegaEstimate(k, m, z.dtype, z.device)
     basis = torch.empty(k, m, n, dtype=z.dtype, device=z.device)
     basis[:, 0] = t.start_vector(z)
-    # The float32 k = 1 CPU rule of lanczos_full, for the same reason (BLAS float32 SIMD).
     extension = use_extension(z.device)
-    masked = (extension and (k >= 2 or z.device.type != "cpu" or z.dtype == torch.float64)
-              and not blas_passes_faster(z))
+    masked = extension and not blas_passes_faster(z)
     # The plain update is elementwise: its kernel (two passes over w, not six) wins for any k.
     three_term = ops.three_term_step if extension else functools.partial(
         three_term_step_scaled_torch, work=torch.empty_like(z))
@@ -194,15 +193,16 @@ def lanczos_partial(matvec, z, m, on_check, check_at) -> LanczosResult:
 
 def blas_passes_faster(z: torch.Tensor) -> bool:
     """Whether partial's Gram-Schmidt passes run faster as torch's per-column BLAS products
-    than in the masked kernel: float32 on one CPU thread, n >= 1e4. There torch's sgemv (MKL
-    in the x86 wheels) streams V at 17-23 GB/s, the kernel's float64-accumulating loop at
-    10-13 GB/s (1.25-2.2x, n = 1e4 to 1e6, j = 15 / 62, 1 or 2 passes); from two threads on
-    the kernel's split wins (0.64-1.0x), and for float64 the measurements went both ways.
-    The sgemv accumulates in float32, harmless for these passes (unlike for alpha): w is
-    already orthogonal to v_j, v_{j-1} and at most sqrt(eps) along the rest, so the
-    coefficients are small and their terms of random sign (tests/test_partial_reorth.py
-    checks the orthogonality and the accuracy on this branch)."""
-    return (z.device.type == "cpu" and z.dtype == torch.float32 and z.shape[1] >= 10_000
+    than in the masked kernel: float32 on one CPU thread, n >= 1e5. There MKL's sgemv streams
+    V at 20-24 GB/s, the kernel's float64-accumulating loop at 12-17 (1.1-1.7x at n = 1e5 and
+    1e6, j = 15 / 62, 1 or 2 passes; at n = 1e4 and for float64 the two went both ways); from
+    two threads on the kernel's split over the cores wins. The sgemv accumulates in float32,
+    harmless for these passes (unlike for full's, see lanczos_full): w is the three-term
+    residual, already orthogonal to v_j, v_{j-1} and at most sqrt(eps) along the rest, so the
+    coefficients are small and their terms of random sign (measured: the same error floors
+    as the kernel on logspace spectra; tests/test_partial_reorth.py checks the orthogonality
+    and the accuracy on this branch)."""
+    return (z.device.type == "cpu" and z.dtype == torch.float32 and z.shape[1] >= 100_000
             and torch.get_num_threads() == 1)
 
 
