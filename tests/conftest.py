@@ -105,3 +105,12 @@ def error_curve(A, z, f, m):
         x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
         errs.append((x - ref).norm(dim=1) / ref.norm(dim=1))
     return torch.stack(errs, 1), ref
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test, where routing depends on it (BLAS vs kernels)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

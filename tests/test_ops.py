@@ -300,7 +300,7 @@ def test_reorth_step_float32_at_least_as_accurate_as_torch(device, k, m, n, j):
     assert err(b1, b64) <= 2 * err(b2, b64) + floor
 
 
-def test_full_float32_floor_is_the_kernels(monkeypatch):
+def test_full_float32_floor_is_the_kernels(one_thread, monkeypatch):
     """reorth="full" keeps the compiled step for float32 on one CPU thread and k = 1, where
     torch's BLAS would be faster: BLAS rounds w -= V^T h in float32 against ||A v_j||, the
     kernel once from float64. inv_sqrt on logspace 1e-3..1 (n = 1e5, m = 300): measured
@@ -315,14 +315,9 @@ def test_full_float32_floor_is_the_kernels(monkeypatch):
     calls = []
     real = ops.reorth_step
     monkeypatch.setattr(ops, "reorth_step", lambda *a: calls.append(1) or real(*a))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        lam32 = lam.float()
-        assert lanczos_module.blas_passes_faster(z.float())  # where partial takes BLAS
-        x = fl.inv_sqrt_apply(lambda V: V * lam32, z.float(), 300, reorth="full")
-    finally:
-        torch.set_num_threads(threads)
+    lam32 = lam.float()
+    assert lanczos_module.blas_passes_faster(z.float())  # where partial takes BLAS
+    x = fl.inv_sqrt_apply(lambda V: V * lam32, z.float(), 300, reorth="full")
     assert len(calls) == 300  # the compiled step ran at every step
     ref = lam.rsqrt() * z
     err = ((x.double() - ref).norm() / ref.norm()).item()

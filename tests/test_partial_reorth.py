@@ -175,14 +175,6 @@ def test_columns_decide_independently():
         assert t.reorth_count[c] == t1.reorth_count[0]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_blas_passes_keep_the_promises(one_thread, monkeypatch):
     """float32 on one CPU thread at n >= 1e5 runs partial's passes as per-column BLAS
     products (lanczos.blas_passes_faster), whose dots accumulate in float32: the basis stays
