@@ -23,7 +23,7 @@ from .krylov.sharded import shard_reducer
 from .krylov.validate import check_arguments
 from .operators import adapt, as_block_matvec
 from .operators.diagonal import operator_diagonal
-from .precondition import choose_preconditioner
+from .precondition import active, choose_preconditioner
 
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
@@ -118,7 +118,8 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     fits, or two-pass (reorth="none", O(n) per sample, twice the products) when not even one
     sample's basis fits (krylov/budget.py); info.memory_plan says what was chosen.
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
-    info.preconditioner_products report the sketch's rank and the vector products it cost.
+    info.preconditioner_products report the sketch's rank and the vector products it cost
+    (rank 0 and the probe's products where "auto" declined).
     shard_group (see the module docstring): precondition may then be None, this rank's slice
     of a diagonal d, or an object whose root() works on slices; the sketch and "diag" are
     not sharded, nor is memory_budget (its chunks would follow each rank's own n).
@@ -144,9 +145,10 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     pre = choose_preconditioner(precondition, _sketch_product(hvp, z), z2, shift, tol,
                                 diagonal=lambda: operator_diagonal(hvp_user, z2),
                                 max_rank=rank_cap)
-    held = pre.u.numel() * itemsize if hasattr(pre, "u") else 0
+    applied = active(pre)
+    held = applied.u.numel() * itemsize if hasattr(applied, "u") else 0
     chosen = plan(k, n, m, itemsize, memory_budget, reorth, fixed=held)
-    op = matvec if pre is None else preconditioned(matvec, pre)
+    op = matvec if applied is None else preconditioned(matvec, applied)
     parts = []
     for start in range(0, k, chosen.chunk):
         rows = z2[start:start + chosen.chunk]
@@ -154,8 +156,8 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
                           check_symmetry, progress, pre, reducer))
     y, info = parts[0] if len(parts) == 1 else _joined(parts)
     info = info._replace(memory_plan=chosen.describe(k))
-    if pre is not None:
-        y = pre.root(y if z.dim() == 2 else y.unsqueeze(0))
+    if applied is not None:
+        y = applied.root(y if z.dim() == 2 else y.unsqueeze(0))
         y = y if z.dim() == 2 else y[0]
     return (restore(y), info) if return_info else restore(y)
 

@@ -58,8 +58,8 @@ def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None,
     block to be sampled; diagonal: a callable giving the operator's diagonal (for "diag");
     sketch: a NystromSketch to grow and reuse (LaplacePosterior keeps one per curvature);
     max_rank: a cap on the sketch (memory_budget's), default min(n // 2, 1024)."""
-    if precondition is None:
-        return None
+    if precondition is None or isinstance(precondition, Declined):
+        return precondition
     if isinstance(precondition, str):
         if precondition not in PRECONDITIONERS:
             raise LanczosInputError(f"precondition must be one of {PRECONDITIONERS}, a (n,) "
@@ -73,7 +73,7 @@ def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None,
         pre.choice = choice
         pre.products = choice.new_products  # this call's cost: a kept sketch is not re-paid
         if precondition == "auto" and not worth_it(plain, with_pre, choice.q):
-            return None
+            return Declined(pre.products, choice)
         return pre
     if isinstance(precondition, torch.Tensor):
         return _diagonal(precondition.to(dtype=z2.dtype, device=z2.device))
@@ -83,6 +83,21 @@ def choose_preconditioner(precondition, sketched, z2, shift, tol, *, floor=None,
         return precondition
     raise LanczosInputError(f"precondition must be one of {PRECONDITIONERS}, a (n,) tensor or "
                             f"an object with root(V), got {type(precondition).__name__}")
+
+
+class Declined:
+    """precondition="auto" chose none: nothing is applied (active() gives None), but the
+    sketch it looked at was paid for, and info reports that."""
+
+    rank = 0
+
+    def __init__(self, products, choice):
+        self.products, self.choice = products, choice
+
+
+def active(pre):
+    """The preconditioner to apply: None for none and for a declined "auto"."""
+    return None if isinstance(pre, Declined) else pre
 
 
 def _probe(hvp, n, dtype, device):
