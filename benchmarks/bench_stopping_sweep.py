@@ -13,7 +13,8 @@ Summary by oracle size: below 20 steps a single step is 5-50% of the oracle, and
 --held-out runs instead 5 other draws (eigenvectors, spectrum's random part, z) of four of
 the spectra, inv_sqrt: instances the rule was not tuned on.
 
-    PYTHONPATH=. python benchmarks/bench_stopping_sweep.py [--threads 1] [--no-cnn] [--held-out]
+    PYTHONPATH=. python benchmarks/bench_stopping_sweep.py [--threads 1] [--no-cnn]
+        [--held-out [--first-seed 10]]
 """
 
 import argparse
@@ -117,11 +118,12 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-cnn", action="store_true", help="leave out the digits CNN's GGN")
     p.add_argument("--held-out", action="store_true", help="other draws of four spectra")
+    p.add_argument("--first-seed", type=int, default=10, help="--held-out's seeds: 5 from here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     k = 4
     if args.held_out:
-        cases = list(held_out())
+        cases = list(held_out(range(args.first_seed, args.first_seed + 5)))
     else:
         cases = [(name, A, f, 2) for name, A in dense_cases(800)
                  for f in ("inv_sqrt", "log", "sqrt")]
