@@ -127,9 +127,9 @@ PLATEAUS = {  # instances of benchmarks/bench_stopping_sweep.py where the error 
 @pytest.mark.parametrize("spectrum", sorted(PLATEAUS))
 def test_a_plateau_does_not_stop_a_column_above_tol(spectrum):
     """Without the hold (e_j >= e_i - s_i from the last three checks' fits) these stopped
-    at up to 5.5x (two clusters) and 7.6x (outliers) tol, and with a one-step hold the
-    held-out one at 5.3x: a stalled step reads as convergence to the fit. (Not a guarantee:
-    see the module doc of fastlanczos/krylov/stopping.py.)"""
+    at up to 5.5x (two clusters) and 7.6x (outliers) tol in the sweep, and with a one-step
+    hold the held-out one at 5.3x: a stalled step reads as convergence to the fit. (Not a
+    guarantee: see the module doc of fastlanczos/krylov/stopping.py.)"""
     spectrum_of, g_seed, q_seed, z_seed = PLATEAUS[spectrum]
     A, _ = spd_from_spectrum(spectrum_of(torch.Generator().manual_seed(g_seed)), seed=q_seed)
     z = torch.randn(4, A.shape[0], dtype=torch.float64,
