@@ -26,14 +26,17 @@ from fastlanczos.krylov.stopping import Stopping  # noqa: E402
 from fastlanczos.operators import as_block_matvec  # noqa: E402
 
 
+def spectra(n, g):
+    """The three prescribed spectra of size n (g draws the cluster's spread)."""
+    return {"logspace 1e-3..1": torch.logspace(-3, 0, n),
+            "clustered + 10 large": torch.cat([1 + 1e-3 * torch.rand(n - 10, generator=g),
+                                               torch.linspace(5, 50, 10)]),
+            "few outliers": torch.cat([torch.linspace(1, 2, n - 4),
+                                       torch.tensor([1e-2, 1e-1, 10.0, 30.0])])}
+
+
 def dense_cases(n):
-    g = torch.Generator().manual_seed(0)
-    spectra = {"logspace 1e-3..1": torch.logspace(-3, 0, n),
-               "clustered + 10 large": torch.cat([1 + 1e-3 * torch.rand(n - 10, generator=g),
-                                                  torch.linspace(5, 50, 10)]),
-               "few outliers": torch.cat([torch.linspace(1, 2, n - 4),
-                                          torch.tensor([1e-2, 1e-1, 10.0, 30.0])])}
-    for name, ev in spectra.items():
+    for name, ev in spectra(n, torch.Generator().manual_seed(0)).items():
         A, _ = spd_from_spectrum(ev, seed=1)
         yield f"{name} (n={n})", A
 

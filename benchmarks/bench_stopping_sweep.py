@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_stopping import cnn_ggn, dense_cases  # noqa: E402
+from bench_stopping import cnn_ggn, dense_cases, spectra  # noqa: E402
 from conftest import error_curve, spd_from_spectrum  # noqa: E402
 
 from fastlanczos.krylov import funm as funm_module  # noqa: E402
@@ -42,10 +42,13 @@ def more_spectra():
     spectra = {"logspace 1e-4..1 (n=1500)": torch.logspace(-4, 0, 1500),
                "k^-2 + 1e-4 (n=1200)": torch.arange(1, 1201.0) ** -2.0 + 1e-4,
                "uniform 1..100 (n=1000)": torch.linspace(1, 100, 1000),
-               "two clusters 1, 100 (n=1000)": torch.cat([1 + 0.01 * torch.rand(600, generator=g),
-                                                           100 + torch.rand(400, generator=g)])}
+               "two clusters 1, 100 (n=1000)": two_clusters(g)}
     for name, ev in spectra.items():
         yield name, spd_from_spectrum(ev, seed=3)[0], "inv_sqrt"
+
+
+def two_clusters(g):
+    return torch.cat([1 + 0.01 * torch.rand(600, generator=g), 100 + torch.rand(400, generator=g)])
 
 
 def held_out(seeds=range(10, 15)):
@@ -53,14 +56,8 @@ def held_out(seeds=range(10, 15)):
     spectrum and z (seed + 100; the tuned-on instances use seeds 0-5)."""
     for seed in seeds:
         g = torch.Generator().manual_seed(seed)
-        spectra = {"few outliers": torch.cat([torch.linspace(1, 2, 796),
-                                              torch.tensor([1e-2, 1e-1, 10.0, 30.0])]),
-                   "two clusters 1, 100": torch.cat([1 + 0.01 * torch.rand(600, generator=g),
-                                                     100 + torch.rand(400, generator=g)]),
-                   "clustered + 10 large": torch.cat([1 + 1e-3 * torch.rand(790, generator=g),
-                                                      torch.linspace(5, 50, 10)]),
-                   "logspace 1e-3..1": torch.logspace(-3, 0, 800)}
-        for name, ev in spectra.items():
+        cases = {"two clusters 1, 100": two_clusters(g), **spectra(800, g)}  # g in this order
+        for name, ev in cases.items():
             yield (f"{name}, seed {seed}", spd_from_spectrum(ev, seed=seed)[0], "inv_sqrt",
                    seed + 100)
 

@@ -111,16 +111,12 @@ def test_columns_stop_independently():
     assert ((x - ref).norm(dim=1) / ref.norm(dim=1) <= 1e-6).all()
 
 
-def outliers_800(g):
-    return torch.cat([torch.linspace(1, 2, 796), torch.tensor([1e-2, 1e-1, 10.0, 30.0])])
-
-
 PLATEAUS = {  # instances of benchmarks/bench_stopping_sweep.py where the error stalls while a
     # cluster or an outlier is unfound: (spectrum, its seed, the eigenvectors' seed, z's seed)
     "two clusters": (lambda g: torch.cat([1 + 0.01 * torch.rand(600, generator=g),
                                           100 + torch.rand(400, generator=g)]), 5, 3, 2),
-    "outliers": (outliers_800, 0, 1, 2),
-    "outliers, held out seed 12": (outliers_800, 12, 12, 112),  # a 3-step plateau
+    "outliers": (lambda g: SPECTRA["outliers"](800), 0, 1, 2),
+    "outliers, held out seed 12": (lambda g: SPECTRA["outliers"](800), 12, 12, 112),  # 3 steps
 }
 
 
