@@ -11,10 +11,12 @@ Summary by oracle size: below 20 steps a single step is 5-50% of the oracle, and
 1.05x target (ceil(1.05 oracle)) leaves no step to spare.
 
 --held-out runs instead 5 other draws (eigenvectors, spectrum's random part, z) of four of
-the spectra, inv_sqrt: instances the rule was not tuned on.
+the spectra, inv_sqrt: instances the rule was not tuned on. --networks runs six curvatures of
+other networks (network_curvatures.py: MLP, logistic regression, CNN at another prior, an
+empirical Fisher, a regression MLP's GGN and Hessian), two z draws each, inv_sqrt.
 
     PYTHONPATH=. python benchmarks/bench_stopping_sweep.py [--threads 1] [--no-cnn]
-        [--held-out [--first-seed 10]]
+        [--held-out [--first-seed 10] | --networks]
 """
 
 import argparse
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench_stopping import cnn_ggn, dense_cases, spectra  # noqa: E402
 from conftest import error_curve, spd_from_spectrum  # noqa: E402
+from network_curvatures import network_curvatures  # noqa: E402
 
 from fastlanczos.krylov import funm as funm_module  # noqa: E402
 from fastlanczos.krylov.stopping import Stopping  # noqa: E402
@@ -69,8 +72,8 @@ class EveryStep:
         self.estimates, self.saved = {}, (Stopping._estimate, Stopping._schedule)
         estimate, recorded = Stopping._estimate, self.estimates
 
-        def record(state, j, y, change, inf):
-            out = estimate(state, j, y, change, inf)
+        def record(state, j, *args):
+            out = estimate(state, j, *args)
             recorded[j] = out[0].clone()
             return out
         Stopping._estimate = record
@@ -116,11 +119,15 @@ def main():
     p.add_argument("--no-cnn", action="store_true", help="leave out the digits CNN's GGN")
     p.add_argument("--held-out", action="store_true", help="other draws of four spectra")
     p.add_argument("--first-seed", type=int, default=10, help="--held-out's seeds: 5 from here")
+    p.add_argument("--networks", action="store_true", help="other networks' curvatures")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     k = 4
     if args.held_out:
         cases = list(held_out(range(args.first_seed, args.first_seed + 5)))
+    elif args.networks:
+        cases = [(f"{name}, z {z_seed}", A, "inv_sqrt", z_seed)
+                 for name, A in network_curvatures() for z_seed in (2, 7)]
     else:
         cases = [(name, A, f, 2) for name, A in dense_cases(800)
                  for f in ("inv_sqrt", "log", "sqrt")]
