@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import error_curve, spd_from_spectrum  # noqa: E402
+from network_curvatures import dense  # noqa: E402
 
 from fastlanczos.krylov import funm as funm_module  # noqa: E402
 from fastlanczos.krylov.stopping import Stopping  # noqa: E402
@@ -50,12 +51,8 @@ def cnn_ggn(images):
     data = digits_split(dtype=torch.float64)
     x, y = data["train"][0][:images], data["train"][1][:images]
     net = train_map(digits_cnn().double(), x, y, delta=1.0, epochs=30)
-    hvp = ggn_vp(net, torch.nn.CrossEntropyLoss(), (x, y), cache=True)
-    n = hvp.num_params
-    eye = torch.eye(n, dtype=torch.float64)
-    G = torch.cat([hvp(eye[i:i + 256]) for i in range(0, n, 256)])
-    G = (G + G.T) / 2 + torch.eye(n, dtype=torch.float64)
-    return f"digits CNN GGN + I (n={n}, {images} images)", G
+    G = dense(ggn_vp(net, torch.nn.CrossEntropyLoss(), (x, y), cache=True), 1.0)
+    return f"digits CNN GGN + I (n={G.shape[0]}, {images} images)", G
 
 
 class CheckTimer:

@@ -11,15 +11,13 @@ import torch
 from torch import nn
 
 
-def dense(vp, n, prior):
-    """vp's matrix (products with the identity, 256 columns a block) + prior I, symmetrized."""
+def dense(vp, prior):
+    """vp's matrix (products with the identity, 256 columns a block) + prior I, symmetrized;
+    vp a curvature product of fastlanczos.curvature (it knows its num_params)."""
+    n = vp.num_params
     eye = torch.eye(n, dtype=torch.float64)
     G = torch.cat([vp(eye[i:i + 256]) for i in range(0, n, 256)])
     return (G + G.T) / 2 + prior * eye
-
-
-def size(net):
-    return sum(p.numel() for p in net.parameters())
 
 
 def sine_regression():
@@ -49,22 +47,22 @@ def network_curvatures():
     torch.manual_seed(1)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.Tanh(), nn.Linear(24, 10)).double()
     mlp = train_map(mlp, x, y, delta=0.1, epochs=40)
-    yield "digits MLP GGN + 0.1", dense(ggn_vp(mlp, ce, (x, y), cache=True), size(mlp), 0.1)
+    yield "digits MLP GGN + 0.1", dense(ggn_vp(mlp, ce, (x, y), cache=True), 0.1)
     torch.manual_seed(2)
     lin = train_map(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double(), x, y,
                     delta=1e-2, epochs=40)
     yield ("digits logistic GGN + 0.01",
-           dense(ggn_vp(lin, ce, (x, y), cache=True), size(lin), 1e-2))
+           dense(ggn_vp(lin, ce, (x, y), cache=True), 1e-2))
     torch.manual_seed(0)
     few = (x[:400], y[:400])
     cnn = train_map(digits_cnn().double(), *few, delta=1.0, epochs=30)
-    yield "digits CNN EF + 1 (400 images)", dense(ef_vp(cnn, ce, few), size(cnn), 1.0)
+    yield "digits CNN EF + 1 (400 images)", dense(ef_vp(cnn, ce, few), 1.0)
     yield ("digits CNN GGN + 0.01 (400 images)",
-           dense(ggn_vp(cnn, ce, few, cache=True), size(cnn), 1e-2))
+           dense(ggn_vp(cnn, ce, few, cache=True), 1e-2))
     net, data = sine_regression()
     mse = nn.MSELoss(reduction="sum")
-    yield "sine MLP GGN + 1e-3", dense(ggn_vp(net, mse, data, cache=True), size(net), 1e-3)
-    H = dense(hessian_vp(net, mse, data), size(net), 1.0)
+    yield "sine MLP GGN + 1e-3", dense(ggn_vp(net, mse, data, cache=True), 1e-3)
+    H = dense(hessian_vp(net, mse, data), 1.0)
     low = float(torch.linalg.eigvalsh(H)[0])
     if low <= 0:
         raise RuntimeError(f"the sine MLP's Hessian + I is not positive definite ({low:.2e})")

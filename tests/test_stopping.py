@@ -147,11 +147,11 @@ def test_a_plateau_no_move_shows_is_floored_by_the_residual_estimate():
     the error stalls near 7e-2 for steps while every move, fit and hold says 1e-2. Without
     the residual floor (stopping.RESIDUAL_SHARE = 0) tol 1e-2 stopped at step 20 with 7.95x
     tol (measured). Tolerances down to 1e-8 only: float64's floor is near 2e-10 here."""
-    from network_curvatures import dense, sine_regression, size
+    from network_curvatures import dense, sine_regression
 
     from fastlanczos.curvature import ggn_vp
     net, data = sine_regression()
-    A = dense(ggn_vp(net, torch.nn.MSELoss(reduction="sum"), data, cache=True), size(net), 1e-3)
+    A = dense(ggn_vp(net, torch.nn.MSELoss(reduction="sum"), data, cache=True), 1e-3)
     z = torch.randn(4, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(2))
     ref = dense_funm(A, z, torch.rsqrt)
