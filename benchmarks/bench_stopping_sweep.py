@@ -14,9 +14,14 @@ Summary by oracle size: below 20 steps a single step is 5-50% of the oracle, and
 the spectra, inv_sqrt: instances the rule was not tuned on. --networks runs six curvatures of
 other networks (network_curvatures.py: MLP, logistic regression, CNN at another prior, an
 empirical Fisher, a regression MLP's GGN and Hessian), two z draws each, inv_sqrt.
+--real runs instead funm_apply at each tolerance with its own check schedule (33 runs per
+operator, several times slower): what a user gets, where a replay checks every step.
+--unseen-networks runs five more made after the rule's last change and never used to choose
+it (a two-moons ReLU MLP, a tanh RNN, a Poisson regression MLP, the CNN at prior 1e-4, a
+digits MLP's Hessian), the same way.
 
     PYTHONPATH=. python benchmarks/bench_stopping_sweep.py [--threads 1] [--no-cnn]
-        [--held-out [--first-seed 10] | --networks]
+        [--real] [--held-out [--first-seed 10] | --networks | --unseen-networks]
 """
 
 import argparse
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench_stopping import cnn_ggn, dense_cases, spectra  # noqa: E402
 from conftest import error_curve, spd_from_spectrum  # noqa: E402
-from network_curvatures import network_curvatures  # noqa: E402
+from network_curvatures import network_curvatures, unseen_network_curvatures  # noqa: E402
 
 from fastlanczos.krylov import funm as funm_module  # noqa: E402
 from fastlanczos.krylov.stopping import Stopping  # noqa: E402
@@ -104,6 +109,24 @@ def stops(A, f, k, m, z_seed=2):
     return out
 
 
+def real_stops(A, f, k, m, z_seed=2):
+    """As stops(), from real runs: funm_apply at each tolerance, its own check schedule."""
+    import fastlanczos as fl
+    z = torch.randn(k, A.shape[0], dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(z_seed))
+    curve, ref = error_curve(A, z, f, m)
+    out = []
+    for tol in TOLS.tolist():
+        x, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True)
+        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        for c in range(k):
+            meets = (curve[c] <= tol).nonzero()
+            if len(meets) and bool(info.converged[c]):
+                oracle, stop = int(meets[0]) + 1, int(info.steps[c])
+                out.append((float(err[c]) / tol, stop / oracle, oracle))
+    return out
+
+
 def summary(rows):
     over = [e for e, _, _ in rows if e > 1]
     late = sum(r > math.ceil(1.05 * o) / o for _, r, o in rows)
@@ -120,26 +143,32 @@ def main():
     p.add_argument("--held-out", action="store_true", help="other draws of four spectra")
     p.add_argument("--first-seed", type=int, default=10, help="--held-out's seeds: 5 from here")
     p.add_argument("--networks", action="store_true", help="other networks' curvatures")
+    p.add_argument("--real", action="store_true",
+                   help="real runs at each tolerance (their own check schedule), not replays")
+    p.add_argument("--unseen-networks", action="store_true",
+                   help="five more, never used to choose the rule")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     k = 4
     if args.held_out:
         cases = list(held_out(range(args.first_seed, args.first_seed + 5)))
-    elif args.networks:
+    elif args.networks or args.unseen_networks:
+        made = network_curvatures() if args.networks else unseen_network_curvatures()
         cases = [(f"{name}, z {z_seed}", A, "inv_sqrt", z_seed)
-                 for name, A in network_curvatures() for z_seed in (2, 7)]
+                 for name, A in made for z_seed in (2, 7)]
     else:
         cases = [(name, A, f, 2) for name, A in dense_cases(800)
                  for f in ("inv_sqrt", "log", "sqrt")]
         cases += [(*case, 2) for case in more_spectra()]
         if not args.no_cnn:
             cases.append((*cnn_ggn(600), "inv_sqrt", 2))
-    print(f"torch threads: {args.threads}; k = {k} columns; {len(TOLS)} tolerances 1e-2..1e-10")
+    print(f"torch threads: {args.threads}; k = {k} columns; {len(TOLS)} tolerances 1e-2..1e-10;"
+          f" {'real runs' if args.real else 'every step checked, stops replayed'}")
     head = "stops  >tol max e/tol  late mean s/o  max s/o"
     print(f"{'operator':40s} {'f':8s} {head}")
     small, large = [], []
     for name, A, f, z_seed in cases:
-        rows = stops(A, f, k, min(A.shape[0], 320), z_seed)
+        rows = (real_stops if args.real else stops)(A, f, k, min(A.shape[0], 320), z_seed)
         print(f"{name:40s} {f:8s} {summary(rows)}")
         small += [r for r in rows if r[2] < 20]
         large += [r for r in rows if r[2] >= 20]
