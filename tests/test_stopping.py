@@ -128,10 +128,12 @@ PLATEAUS = {  # instances of benchmarks/bench_stopping_sweep.py where the error 
 
 
 def held_out_clustered(g):
-    """bench_stopping_sweep.held_out's clustered spectrum: drawn from g after its two
-    clusters (1 + 0.01 U, 600; 100 + U, 400)."""
-    torch.rand(600, generator=g), torch.rand(400, generator=g)
-    return torch.cat([1 + 1e-3 * torch.rand(790, generator=g), torch.linspace(5, 50, 10)])
+    """bench_stopping_sweep.held_out's clustered spectrum (drawn from g after its two
+    clusters)."""
+    from bench_stopping import spectra
+    from bench_stopping_sweep import two_clusters
+    two_clusters(g)
+    return spectra(800, g)["clustered + 10 large"]
 
 
 @pytest.mark.parametrize("spectrum", sorted(PLATEAUS))
@@ -142,13 +144,8 @@ def test_a_plateau_does_not_stop_a_column_above_tol(spectrum):
     guarantee: see the module doc of fastlanczos/krylov/stopping.py.)"""
     spectrum_of, g_seed, q_seed, z_seed = PLATEAUS[spectrum]
     A, _ = spd_from_spectrum(spectrum_of(torch.Generator().manual_seed(g_seed)), seed=q_seed)
-    z = torch.randn(4, A.shape[0], dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(z_seed))
-    ref = dense_funm(A, z, torch.rsqrt)
-    for tol in torch.logspace(-2, -10, 33, dtype=torch.float64).tolist():
-        x, info = fl.inv_sqrt_apply(A, z, 120, tol=tol, return_info=True)
-        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
-        assert (err <= tol).all(), (spectrum, tol, err.max().item(), info.steps.tolist())
+    assert_inv_sqrt_meets_tol(A, torch.logspace(-2, -10, 33, dtype=torch.float64), 120, z_seed,
+                              spectrum)
 
 
 def test_a_plateau_no_move_shows_is_floored_by_the_residual_estimate():
@@ -162,13 +159,18 @@ def test_a_plateau_no_move_shows_is_floored_by_the_residual_estimate():
     from fastlanczos.curvature import ggn_vp
     net, data = sine_regression()
     A = dense(ggn_vp(net, torch.nn.MSELoss(reduction="sum"), data, cache=True), 1e-3)
+    assert_inv_sqrt_meets_tol(A, torch.logspace(-2, -8, 13, dtype=torch.float64), 200)
+
+
+def assert_inv_sqrt_meets_tol(A, tols, m, z_seed=2, label=None):
+    """inv_sqrt_apply(A, z, m, tol) on 4 columns meets each tol in the float64 reference."""
     z = torch.randn(4, A.shape[0], dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(2))
+                    generator=torch.Generator().manual_seed(z_seed))
     ref = dense_funm(A, z, torch.rsqrt)
-    for tol in torch.logspace(-2, -8, 13, dtype=torch.float64).tolist():
-        x, info = fl.inv_sqrt_apply(A, z, 200, tol=tol, return_info=True)
+    for tol in tols.tolist():
+        x, info = fl.inv_sqrt_apply(A, z, m, tol=tol, return_info=True)
         err = (x - ref).norm(dim=1) / ref.norm(dim=1)
-        assert (err <= tol).all(), (tol, err.max().item(), info.steps.tolist())
+        assert (err <= tol).all(), (label, tol, err.max().item(), info.steps.tolist())
 
 
 @pytest.mark.parametrize("f", ["inv_sqrt", "sqrt", "log"])
@@ -208,11 +210,5 @@ def test_a_network_hessian_never_stops_above_tol():
     3 z draws (measured); this test keeps it so."""
     from network_curvatures import digits_mlp_hessian
 
-    A = digits_mlp_hessian()
-    z = torch.randn(4, A.shape[0], dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(2))
-    ref = dense_funm(A, z, torch.rsqrt)
-    for tol in torch.logspace(-2, -10, 33, dtype=torch.float64).tolist():
-        x, info = fl.inv_sqrt_apply(A, z, 260, tol=tol, return_info=True)
-        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
-        assert (err <= tol).all(), (tol, err.max().item(), info.steps.tolist())
+    tols = torch.logspace(-2, -10, 33, dtype=torch.float64)
+    assert_inv_sqrt_meets_tol(digits_mlp_hessian(), tols, 260)
