@@ -29,12 +29,17 @@ def sine_regression():
     y = torch.sin(2 * x) + 0.1 * torch.randn_like(x)
     net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
                         nn.Linear(32, 1)).double()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(2000):
+    return fit(net, lambda out, target: ((out - target) ** 2).sum(), x, y, steps=2000), (x, y)
+
+
+def fit(net, loss_fn, x, y, steps=1500, lr=1e-2):
+    """Adam on the summed loss (full batch; these nets have no dead ReLU units to slow it)."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
         opt.zero_grad()
-        ((net(x) - y) ** 2).sum().backward()
+        loss_fn(net(x), y).backward()
         opt.step()
-    return net, (x, y)
+    return net
 
 
 def network_curvatures():
@@ -100,16 +105,6 @@ def sequence_task(n, g):
     the largest sum over time (needs the recurrence to integrate)."""
     x = torch.randn(n, 8, 4, generator=g, dtype=torch.float64)
     return x, x[:, :, :3].sum(1).argmax(1)
-
-
-def fit(net, loss_fn, x, y, steps=1500, lr=1e-2):
-    """Adam on the summed loss (full batch; these nets have no dead ReLU units to slow it)."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(net(x), y).backward()
-        opt.step()
-    return net
 
 
 def minimum(net, loss, prior, rounds=10, steps=500):

@@ -115,6 +115,15 @@ def test_columns_stop_independently():
     assert ((x - ref).norm(dim=1) / ref.norm(dim=1) <= 1e-6).all()
 
 
+def held_out_clustered(g):
+    """bench_stopping_sweep.held_out's clustered spectrum (drawn from g after its two
+    clusters)."""
+    from bench_stopping import spectra
+    from bench_stopping_sweep import two_clusters
+    two_clusters(g)
+    return spectra(800, g)["clustered + 10 large"]
+
+
 PLATEAUS = {  # instances of benchmarks/bench_stopping_sweep.py where the error stalls while a
     # cluster or an outlier is unfound: (spectrum, its seed, the eigenvectors' seed, z's seed)
     "two clusters": (lambda g: torch.cat([1 + 0.01 * torch.rand(600, generator=g),
@@ -123,17 +132,8 @@ PLATEAUS = {  # instances of benchmarks/bench_stopping_sweep.py where the error 
     "outliers, held out seed 12": (lambda g: SPECTRA["outliers"](800), 12, 12, 112),  # 3 steps
     # the error stalls for two steps just before its 1e4 drop; only the fit over the last two
     # iterates sees the slow-down (1.33x tol at 5.6e-5 without it: stopping.window_fit)
-    "clustered, held out seed 63": (lambda g: held_out_clustered(g), 63, 63, 163),
+    "clustered, held out seed 63": (held_out_clustered, 63, 63, 163),
 }
-
-
-def held_out_clustered(g):
-    """bench_stopping_sweep.held_out's clustered spectrum (drawn from g after its two
-    clusters)."""
-    from bench_stopping import spectra
-    from bench_stopping_sweep import two_clusters
-    two_clusters(g)
-    return spectra(800, g)["clustered + 10 large"]
 
 
 @pytest.mark.parametrize("spectrum", sorted(PLATEAUS))

@@ -299,12 +299,12 @@ def window_fit(y, j, points, floor):
     older points saw the faster rate, and its fit read the error 2-4x low (module doc)."""
     estimate, slope = fit_estimate(y, j, points, floor)
     recent = [(i, yi) for i, yi in points if j - i <= 2]
-    if j + 1 < EARLY_STEPS and len(recent) == 2:
-        near, near_slope = fit_estimate(y, j, recent, floor)
-        seen = torch.isfinite(near)
-        estimate = torch.where(seen, torch.maximum(estimate, near), estimate)
-        slope = torch.where(seen, torch.maximum(slope, near_slope), slope)
-    return estimate, slope
+    if j + 1 >= EARLY_STEPS or len(recent) < 2:
+        return estimate, slope
+    near, near_slope = fit_estimate(y, j, recent, floor)
+    seen = torch.isfinite(near)
+    return (torch.where(seen, torch.maximum(estimate, near), estimate),
+            torch.where(seen, torch.maximum(slope, near_slope), slope))
 
 
 def fit_estimate(y, j, points, floor):
