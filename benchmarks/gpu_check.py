@@ -210,7 +210,8 @@ def partial_and_stop(cfg):
     """reorth_step_masked against its torch reference (mixed 0/1/2 passes) and its time per
     pass count; inv_sqrt_apply with reorth full / partial / none on the end-to-end MLP GGN
     (time, share outside the products timed inside the run, partial vs full); the tolerance
-    stop on a prescribed spectrum (float64): stop vs the smallest sufficient m, error / tol."""
+    stop on a prescribed spectrum (float64): stop vs the smallest sufficient m, error / tol;
+    float32 below its floor (not converged, a warning)."""
     import torch
     dev = torch.device(cfg.device)
     _masked_kernel(cfg, dev)
@@ -334,6 +335,26 @@ def _stop_vs_oracle(cfg, dev):
             oracle -= 1
         print(f"{tol:>6.0e} {oracle:>6} {stop:>5} {stop / oracle:>11.3f} "
               f"{float(err.max()) / tol:>8.3f}")
+    _floor_of_float32(A, z, ref, nn_)
+
+
+def _floor_of_float32(A, z, ref, m):
+    """float32 at tol 1e-3 (met) and 1e-6 (below float32's floor at kappa 1e3): the second
+    must report converged=False with a warning and an estimate not below the error."""
+    import warnings
+
+    import fastlanczos as fl
+    print(f"\nthe floor of float32, same operator: {'tol':>6} {'converged':>9} {'warned':>6} "
+          f"{'err/tol':>8} {'est/err':>8}")
+    for tol in (1e-3, 1e-6):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x, info = fl.inv_sqrt_apply(A.float(), z.float(), m, tol=tol, return_info=True)
+        err = (x.double() - ref).norm(dim=1) / ref.norm(dim=1)
+        warned = any("below the accuracy" in str(w.message) for w in caught)
+        print(f"{'':36s} {tol:>6.0e} {int(info.converged.sum()):>7}/4 {str(warned):>6} "
+              f"{float(err.max()) / tol:>8.2f} "
+              f"{float((info.error_estimate.double() / err).min()):>8.2f}")
 
 
 def laplace_end_to_end(cfg):

@@ -5,6 +5,7 @@ checked and shifted, see fastlanczos.operators). The public entry points that ta
 user's operator and z (fastlanczos.api) call it.
 """
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -33,7 +34,10 @@ class FunmInfo(NamedTuple):
     relative error of the returned x (from its distances to earlier checked iterates, see
     krylov/stopping.py; where no estimate exists yet, the larger of the last one and the
     change since the previous check); without tol, the relative change of x over the last
-    check_every steps; 0 where an invariant subspace made x exact;
+    check_every steps; either way at least the accuracy z's dtype can attain for this
+    operator and f (eps x the conditioning of f at T, krylov/stopping.py "the floor of the
+    dtype"; a tol below it warns), and that floor alone where an invariant subspace made
+    y exact (x is then exact up to rounding);
     converged: error_estimate <= tol (without tol: <= sqrt(eps) of z's dtype);
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;
     products: number of block operator products made (each on all k columns);
@@ -84,7 +88,7 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
         def on_check(t, j):
             stop = state.on_check(t, j)
             if tol is not None:  # this check has synchronized already: reading is free
-                progress.checked(state.err, t.done)
+                progress.checked(state.error_estimate(), t.done)
             return stop
     try:
         result, tracker = run_lanczos(counted, z, m, reorth, on_check, state.check_at,
@@ -104,6 +108,21 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
     else:
         x = regenerate_three_term(counted, z, result.alpha, result.beta, tracker.steps, coeffs,
                                   reducer)
-    info = FunmInfo(tracker.steps, state.err, state.err <= state.tol_or_default,
-                    tracker.broken, state.min_ritz, calls[0])
+    err = state.error_estimate()
+    if state.below_floor is not None and bool(state.below_floor.any()):
+        warn_below_floor(tol, z.dtype, state.attainable[state.below_floor.to(err.device)])
+    info = FunmInfo(tracker.steps, err, err <= state.tol_or_default, tracker.broken,
+                    state.min_ritz, calls[0])
     return x, info
+
+
+def warn_below_floor(tol, dtype, floors):
+    """tol is below what the dtype's rounding lets x attain for some columns (krylov/
+    stopping.py, "the floor of the dtype"): their error_estimate is that floor, converged is
+    False. floors: those columns' floors (read once, after the run)."""
+    worst = float(floors.max())
+    warnings.warn(f"tol={tol:g} is below the accuracy {str(dtype).replace('torch.', '')} "
+                  f"arithmetic can attain for this operator and f ({len(floors)} column(s), "
+                  f"up to {worst:.1e} relative: eps x the conditioning of f at A); those "
+                  f"columns report converged=False. Use float64 for a tighter tol.",
+                  RuntimeWarning, stacklevel=3)

@@ -80,6 +80,24 @@ half of the window at later steps (a network Hessian's decay slowed 0.83 -> 0.89
 and the every-step sweep stopped at 1.06x tol) cost 247 -> 302-316 of 806 large oracles
 late, tuned on, and is not used: real runs, whose fit sees sparser iterates, met tol there
 at 65 tolerances for 3 z draws without it.
+The floor of the dtype. Every estimate above reads how y = f(T) e_1 moves, and y is solved
+in float64 from a T that rounding made: the exact projection of an operator off by ~eps ||A||
+(eps of the vectors' dtype: the products' and the basis's rounding). y keeps converging
+after x has stopped, so real runs reported converged with errors far above tol: float64 at
+tol 1e-13, 5-80x (a CNN's GGN + 0.01: estimate 5e-14, error 8.3e-12); float32 at any tol
+below ~1e-4 on network curvatures (benchmarks/bench_floor.py). The error x cannot get below
+is eps x the conditioning of f(A) z under such a perturbation, estimated from T as FLOOR_MARGIN
+eps theta_max sum_i w_i^2 |f'(theta_i)| / ||y|| (projected.attainable_term: a bound, within
+1.25x, on the first-order change under a perturbation of random signs; w = S^T e_1; O(j)).
+Measured against float64 references, the lowest error a run reaches / that change without
+the margin: float32 0.02-0.76 (prescribed spectra 0.15-0.76, eleven network curvatures
+0.02-0.28); float64 0.2-0.8 where the term is above ~100 eps, but the error near the floor
+is not monotone: a power law stopped at 1.6x the term (the margin 2 covers it). Where the
+term is below ~100 eps (kappa <= 100) the products' own rounding, which grows with n, is
+larger (2-10x) and not seen: tolerances under ~2e-14 in float64. The reported error estimate
+is the larger of the rule's and this floor, converged says whether it meets tol, and a run
+whose tol is below the floor warns once. The stop itself is unchanged: stopping at the floor
+would give up accuracy the run still gains where the term is 30x pessimistic.
 Far from the stop, checks follow the sparse schedule below; the fitted rate predicts where
 tol will be met, and every step is checked from LEAD steps ahead of it.
 """
@@ -101,6 +119,7 @@ SHORT_WINDOW_MARGIN = 2.0  # before EARLY_STEPS the window is 4 points: the rate
 HOLD_STEPS, HOLD_DECAY = 3, 0.5  # the hold: the fits of the last 3 checks, x0.5 per step
 RESIDUAL_SHARE = 0.1  # the floor: this share of the residual estimate (module doc)
 HOLD_CAP = 10.0  # each hold is at most this multiple of the residual estimate (module doc)
+FLOOR_MARGIN = 2.0  # the dtype's floor: this multiple of eps x the conditioning term (module doc)
 RHO = (0.02, 0.998, 490)  # the fit's grid of rates: linspace(0.02, 0.998, 490)
 
 
@@ -147,7 +166,9 @@ class Stopping:
         self.legacy = rule == "previous"
         self.tol_or_default = tol if tol is not None else torch.finfo(dtype).eps ** 0.5
         self.floor = 1000 * torch.finfo(dtype).eps  # one-step changes at rounding level
-        self.y = self.err = self.min_ritz = None
+        self.eps = torch.finfo(dtype).eps
+        self.y = self.err = self.min_ritz = self.attainable = None
+        self.below_floor = None  # host-side, per column at the last check: attainable > tol
         self.sparse = check_steps(m, every, tol is not None)
         # 0-based step from which every step is checked: from the start (small T are cheap)
         self.dense_from = 0 if tol is not None and not self.legacy else math.inf
@@ -155,6 +176,7 @@ class Stopping:
         self.history = []  # (step, y) of the latest checks, oldest first (the fit's points)
         self.predicted = self.reported = None
         self.holds = []  # (step, y, fit) of the last HOLD_STEPS checks: the plateau hold
+        self.sparse_check = True  # the latest check's previous step was not checked
 
     def check_at(self, j):
         return j in self.sparse or (j >= self.dense_from and not self.legacy)
@@ -164,14 +186,25 @@ class Stopping:
         predicted = self._update(t, j, repair=False)
         if self.tol is None:
             return False  # fixed m: no decisions, so no host synchronization
-        live = (~t.done).double()
-        packed = torch.stack([live, torch.where(t.done, math.inf, predicted)])
+        packed = self._packed(t, predicted)
         if self.check:  # the one host sync per check, validation included
             read = raise_if_invalid(t, self, self.name, self.need, also=packed)
         else:
             read = packed.cpu()
+        self.below_floor = read[2] > 0
         self._schedule(j, read[0], read[1])
         return not bool(read[0].any())
+
+    def _packed(self, t, predicted):
+        """The rows a check reads: live columns, predicted stops, the dtype's floor > tol."""
+        tol = math.inf if self.tol is None else self.tol  # fixed m (a repair): no warning
+        return torch.stack([(~t.done).double(), torch.where(t.done, math.inf, predicted),
+                            (self.attainable > tol).double()])
+
+    def error_estimate(self):
+        """The error estimate reported (info.error_estimate): the rule's, floored at the
+        accuracy the dtype can attain (module doc, "the floor of the dtype")."""
+        return torch.maximum(self.err, self.attainable)
 
     def repair(self):
         """Redo the last check with LAPACK for the tridiagonals the compiled QL left unsolved
@@ -180,7 +213,7 @@ class Stopping:
         self._restore(memory)
         t.done.copy_(done)
         predicted = self._update(t, j, repair=True)
-        return torch.stack([(~t.done).double(), torch.where(t.done, math.inf, predicted)])
+        return self._packed(t, predicted)
 
     def _memory(self):
         return (self.prev_j, self.predicted, self.reported, list(self.holds),
@@ -207,8 +240,11 @@ class Stopping:
     def _update(self, t, j, repair):
         """Solve, estimate, mark done; returns the predicted (0-based) step where each
         column meets tol (inf where no decay is seen yet)."""
-        y, theta, term = solve_projected(self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps,
-                                         t.scale, repair=repair)
+        y, theta, term, sensitivity = solve_projected(
+            self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps, t.scale, repair=repair)
+        # an invariant subspace makes y exact, not x: the floor stays (a two-moons GGN +
+        # 1e-2 broke down at step 111 with errors of 40x tol 1e-12, reported as 0)
+        self.attainable = FLOOR_MARGIN * self.eps * sensitivity
         live = ~t.done
         inf = torch.full((y.shape[0],), math.inf, dtype=torch.float64, device=y.device)
         if self.y is None:
@@ -225,10 +261,13 @@ class Stopping:
             estimate, predicted = self._estimate(j, y, change, inf, residual.nan_to_num(0.0))
             if self.err is None:
                 self.err = self.reported
-            # Without an estimate of y_j (window filling, sparse check, no decay) the one
-            # reported is the larger of the last one, some earlier iterate's, and the change
-            # since the previous check; only an estimate of y_j itself can stop a column.
-            held = torch.maximum(self.err, self.reported)
+            # Without an estimate of y_j the one reported is, at a sparse check, the change
+            # since the previous check (about that iterate's error: above y_j's where the
+            # error decays); at a dense one (window filling, no decay) the larger of the last
+            # one and that change. Only an estimate of y_j itself can stop a column. (The
+            # larger at sparse checks too kept the first steps' ~1 for good: a float32 run
+            # at m = 120 reported 6.7 for errors of 1.3e-5.)
+            held = self.reported if self.sparse_check else torch.maximum(self.err, self.reported)
             self.err = torch.where(live, torch.where(torch.isinf(estimate), held, estimate),
                                    self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
@@ -244,6 +283,7 @@ class Stopping:
         if self.predicted is None:
             self.predicted = inf
         consecutive = self.prev_j is not None and j == self.prev_j + 1
+        self.sparse_check = not consecutive
         w = window(j + 1)
         points = [(i, yi) for i, yi in self.history if j - i <= w]
         if len(points) < MIN_POINTS:
