@@ -123,6 +123,7 @@ def warn_below_floor(tol, dtype, floors):
     worst = float(floors.max())
     warnings.warn(f"tol={tol:g} is below the accuracy {str(dtype).replace('torch.', '')} "
                   f"arithmetic can attain for this operator and f ({len(floors)} column(s), "
-                  f"up to {worst:.1e} relative: eps x the conditioning of f at A); those "
-                  f"columns report converged=False. Use float64 for a tighter tol.",
+                  f"up to {worst:.1e} relative: eps x the conditioning of f at A, an estimate "
+                  f"on the safe side); those columns report converged=False. Use float64 for "
+                  f"a tighter tol.",
                   RuntimeWarning, stacklevel=3)
