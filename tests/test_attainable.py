@@ -81,3 +81,22 @@ def test_attainable_term_is_the_first_order_change_under_random_rounding():
         changes.append(float(((dense_funm(A + E, z, torch.rsqrt) - x).norm() / x.norm()) ** 2))
     measured = (sum(changes) / len(changes)) ** 0.5 / (1e-9 * float(evals.max()))
     assert 0.5 < term / measured < 2.0, (term, measured)
+
+
+def test_only_a_stopped_column_is_converged(monkeypatch):
+    """A column that runs out of steps is not converged, whatever its last report says. With
+    every check after the first 16 steps sparse (such checks never stop a column), the run
+    goes to m while the reports (the window's fit at sparse checks) fall below tol."""
+    import math
+
+    from fastlanczos.krylov import stopping
+
+    A, _ = spd_from_spectrum(torch.linspace(1, 10, 300), seed=2)
+    z = torch.randn(3, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x, info = fl.inv_sqrt_apply(A, z, 80, tol=1e-11, return_info=True)
+    assert info.converged.all() and (info.steps < 80).all()  # the rule stops it
+    monkeypatch.setattr(stopping.Stopping, "_schedule", lambda self, j, live, predicted:
+                        setattr(self, "dense_from", 0 if j + 1 < 16 else math.inf))
+    x, info = fl.inv_sqrt_apply(A, z, 80, tol=1e-11, return_info=True)
+    assert (info.steps == 80).all() and (info.error_estimate <= 1e-11).all()
+    assert not info.converged.any()

@@ -32,13 +32,14 @@ class FunmInfo(NamedTuple):
 
     steps: size of each column's tridiagonal; error_estimate: with tol, the estimated
     relative error of the returned x (from its distances to earlier checked iterates, see
-    krylov/stopping.py; where no estimate exists yet, the larger of the last one and the
-    change since the previous check); without tol, the relative change of x over the last
-    check_every steps; either way at least the accuracy z's dtype can attain for this
-    operator and f (eps x the conditioning of f at T, krylov/stopping.py "the floor of the
-    dtype"; a tol below it warns), and that floor alone where an invariant subspace made
-    y exact (x is then exact up to rounding);
-    converged: error_estimate <= tol (without tol: <= sqrt(eps) of z's dtype);
+    krylov/stopping.py; where no estimate exists yet, the change since the previous check,
+    or at a dense check the larger of that and the last one); without tol, the relative
+    change of x over the last check_every steps; either way at least the accuracy z's dtype
+    can attain for this operator and f (eps x the conditioning of f at T, krylov/stopping.py
+    "the floor of the dtype"; a tol below it warns), and that floor alone where an invariant
+    subspace made y exact (x is then exact up to rounding);
+    converged: with tol, stopped by the rule (or at an invariant subspace) and
+    error_estimate <= tol; without tol, error_estimate <= sqrt(eps) of z's dtype;
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;
     products: number of block operator products made (each on all k columns);
     preconditioner_rank, preconditioner_products: the rank of the preconditioner used
@@ -111,8 +112,10 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
     err = state.error_estimate()
     if state.below_floor is not None and bool(state.below_floor.any()):
         warn_below_floor(tol, z.dtype, state.attainable[state.below_floor.to(err.device)])
-    info = FunmInfo(tracker.steps, err, err <= state.tol_or_default, tracker.broken,
-                    state.min_ritz, calls[0])
+    converged = err <= state.tol_or_default
+    if tol is not None:  # and stopped by the rule (or exact): not just out of steps
+        converged &= tracker.done
+    info = FunmInfo(tracker.steps, err, converged, tracker.broken, state.min_ritz, calls[0])
     return x, info
 
 

@@ -81,23 +81,24 @@ and the every-step sweep stopped at 1.06x tol) cost 247 -> 302-316 of 806 large 
 late, tuned on, and is not used: real runs, whose fit sees sparser iterates, met tol there
 at 65 tolerances for 3 z draws without it.
 The floor of the dtype. Every estimate above reads how y = f(T) e_1 moves, and y is solved
-in float64 from a T that rounding made: the exact projection of an operator off by ~eps ||A||
-(eps of the vectors' dtype: the products' and the basis's rounding). y keeps converging
-after x has stopped, so real runs reported converged with errors far above tol: float64 at
-tol 1e-13, 5-80x (a CNN's GGN + 0.01: estimate 5e-14, error 8.3e-12); float32 at any tol
-below ~1e-4 on network curvatures (benchmarks/bench_floor.py). The error x cannot get below
-is eps x the conditioning of f(A) z under such a perturbation, estimated from T as FLOOR_MARGIN
-eps theta_max sum_i w_i^2 |f'(theta_i)| / ||y|| (projected.attainable_term: a bound, within
-1.25x, on the first-order change under a perturbation of random signs; w = S^T e_1; O(j)).
-Measured against float64 references, the lowest error a run reaches / that change without
-the margin: float32 0.02-0.76 (prescribed spectra 0.15-0.76, eleven network curvatures
-0.02-0.28); float64 0.2-0.8 where the term is above ~100 eps, but the error near the floor
-is not monotone: a power law stopped at 1.6x the term (the margin 2 covers it). Where the
-term is below ~100 eps (kappa <= 100) the products' own rounding, which grows with n, is
-larger (2-10x) and not seen: tolerances under ~2e-14 in float64. The reported error estimate
-is the larger of the rule's and this floor, converged says whether it meets tol, and a run
-whose tol is below the floor warns once. The stop itself is unchanged: stopping at the floor
-would give up accuracy the run still gains where the term is 30x pessimistic.
+in float64 from a T that rounding made: the exact projection of an operator off by ~eps
+||A|| (eps of the vectors' dtype: the products' and the basis's rounding). y keeps
+converging after x has stopped, so real runs reported converged with errors far above tol:
+float64 at tol 1e-13, 5-80x (a CNN's GGN + 0.01: estimate 5e-14, error 8.3e-12); float32
+below ~1e-4 on network curvatures, and even at 1e-2 where kappa ~1e7 (3.8-5.8x; benchmarks/
+bench_floor.py). The error x cannot get below is eps x the conditioning of f(A) z under such
+a perturbation, estimated from T as FLOOR_MARGIN eps theta_max sum_i w_i^2 |f'(theta_i)| /
+||y|| (projected.attainable_term: a bound, within 1.25x, on the first-order change under a
+perturbation of random signs; w = S^T e_1; O(j)). Measured against float64 references, the
+lowest error a run reaches / that change without the margin: float32 0.02-0.76 (prescribed
+spectra 0.15-0.76, eleven network curvatures 0.02-0.28); float64 0.2-0.8 where the term is
+above ~100 eps, but the error near the floor is not monotone: a power law stopped at 1.6x
+the term (the margin 2 covers it). Where the term is below ~100 eps (kappa <= 100) the
+products' own rounding, which grows with n, is larger (2-10x) and not seen: tolerances under
+~2e-14 in float64. The reported error estimate is the larger of the rule's and this floor,
+converged says whether it meets tol, and a run whose tol is below the floor warns once. The
+stop itself is unchanged: stopping at the floor would give up accuracy the run still gains
+where the term is 30x pessimistic.
 Far from the stop, checks follow the sparse schedule below; the fitted rate predicts where
 tol will be met, and every step is checked from LEAD steps ahead of it.
 """
@@ -261,13 +262,14 @@ class Stopping:
             estimate, predicted = self._estimate(j, y, change, inf, residual.nan_to_num(0.0))
             if self.err is None:
                 self.err = self.reported
-            # Without an estimate of y_j the one reported is, at a sparse check, the change
-            # since the previous check (about that iterate's error: above y_j's where the
-            # error decays); at a dense one (window filling, no decay) the larger of the last
-            # one and that change. Only an estimate of y_j itself can stop a column. (The
-            # larger at sparse checks too kept the first steps' ~1 for good: a float32 run
-            # at m = 120 reported 6.7 for errors of 1.3e-5.)
-            held = self.reported if self.sparse_check else torch.maximum(self.err, self.reported)
+            # Without an estimate of y_j the one reported is, at a sparse check, the window's
+            # fit (at least the change since the previous check, about that iterate's error);
+            # at a dense one (window filling, no decay) the larger of the last one and that
+            # change. Only an estimate of y_j itself can stop a column, and only a stopped
+            # column is converged (funm.py). (The larger at sparse checks too kept the first
+            # steps' ~1 for good: a float32 run at m = 120 reported 6.7 for errors of 1.3e-5.)
+            held = (self.sparse_report if self.sparse_check
+                    else torch.maximum(self.err, self.reported))
             self.err = torch.where(live, torch.where(torch.isinf(estimate), held, estimate),
                                    self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
@@ -318,6 +320,10 @@ class Stopping:
                     estimate = torch.where(moving, torch.maximum(estimate, hold_i), estimate)
         else:
             self.reported = change  # the previous check's error, roughly (for info only)
+            # reported at a sparse check (info only, never a stop): the window's fit where it
+            # sees a decay, at least the change
+            self.sparse_report = torch.where(torch.isinf(hold), change,
+                                             torch.maximum(hold, change))
             # no D_j to hold a plateau with: such a check never stops a column (the next
             # step, checked too, decides; predicted above keeps the schedule)
             estimate = inf
