@@ -25,6 +25,7 @@ digits MLP's Hessian), the same way.
 """
 
 import argparse
+import contextlib
 import math
 import sys
 import warnings
@@ -90,14 +91,21 @@ class EveryStep:
         Stopping._estimate, Stopping._schedule = self.saved
 
 
+@contextlib.contextmanager
+def quiet_floor():
+    """Without the warning of a tol below the dtype's floor (krylov/stopping.py)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".* is below the accuracy")
+        yield
+
+
 def stops(A, f, k, m, z_seed=2):
     """(error/tol, stop/oracle, oracle) for every column and tolerance the run reaches."""
     z = torch.randn(k, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(z_seed))
     curve, _ = error_curve(A, z, f, m)
     with EveryStep() as run:
-        with warnings.catch_warnings():  # tol 1e-15 is below the floor on purpose
-            warnings.filterwarnings("ignore", "tol=1e-15 is below the accuracy")
+        with quiet_floor():  # tol 1e-15 is below the floor on purpose
             funm_module.funm_block(as_block_matvec(A, z, 0.0), z, f, m, tol=1e-15)
     est = torch.full((k, m), math.inf, dtype=torch.float64)
     for j, e in run.estimates.items():
@@ -120,8 +128,7 @@ def real_stops(A, f, k, m, z_seed=2):
     curve, ref = error_curve(A, z, f, m)
     out = []
     for tol in TOLS.tolist():
-        with warnings.catch_warnings():  # below the floor: converged=False, left out below
-            warnings.filterwarnings("ignore", ".* is below the accuracy")
+        with quiet_floor():  # below the floor: converged=False, left out below
             x, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True)
         err = (x - ref).norm(dim=1) / ref.norm(dim=1)
         for c in range(k):

@@ -166,8 +166,8 @@ class Stopping:
         self.name, self.fn, self.need, self.tol, self.check = name, fn, need, tol, check
         self.legacy = rule == "previous"
         self.tol_or_default = tol if tol is not None else torch.finfo(dtype).eps ** 0.5
-        self.floor = 1000 * torch.finfo(dtype).eps  # one-step changes at rounding level
         self.eps = torch.finfo(dtype).eps
+        self.floor = 1000 * self.eps  # one-step changes at rounding level
         self.y = self.err = self.min_ritz = self.attainable = None
         self.below_floor = None  # host-side, per column at the last check: attainable > tol
         self.sparse = check_steps(m, every, tol is not None)
@@ -177,7 +177,6 @@ class Stopping:
         self.history = []  # (step, y) of the latest checks, oldest first (the fit's points)
         self.predicted = self.reported = None
         self.holds = []  # (step, y, fit) of the last HOLD_STEPS checks: the plateau hold
-        self.sparse_check = True  # the latest check's previous step was not checked
 
     def check_at(self, j):
         return j in self.sparse or (j >= self.dense_from and not self.legacy)
@@ -259,7 +258,8 @@ class Stopping:
         else:
             size = torch.linalg.vector_norm(y, dim=1)
             residual = torch.where(size > 0, t.beta[:, j] * term / size, 0.0)
-            estimate, predicted = self._estimate(j, y, change, inf, residual.nan_to_num(0.0))
+            estimate, predicted, sparse = self._estimate(j, y, change, inf,
+                                                         residual.nan_to_num(0.0))
             if self.err is None:
                 self.err = self.reported
             # Without an estimate of y_j the one reported is, at a sparse check, the window's
@@ -268,8 +268,7 @@ class Stopping:
             # change. Only an estimate of y_j itself can stop a column, and only a stopped
             # column is converged (funm.py). (The larger at sparse checks too kept the first
             # steps' ~1 for good: a float32 run at m = 120 reported 6.7 for errors of 1.3e-5.)
-            held = (self.sparse_report if self.sparse_check
-                    else torch.maximum(self.err, self.reported))
+            held = sparse if sparse is not None else torch.maximum(self.err, self.reported)
             self.err = torch.where(live, torch.where(torch.isinf(estimate), held, estimate),
                                    self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
@@ -281,16 +280,17 @@ class Stopping:
 
     def _estimate(self, j, y, change, inf, residual):
         """(error estimate of y_j, predicted 0-based stop step) per column (module doc);
-        residual: beta_j |sum_i S_ji S_1i f[theta_i, theta_min]| / ||y_j||."""
+        residual: beta_j |sum_i S_ji S_1i f[theta_i, theta_min]| / ||y_j||. The third value is
+        what a sparse check reports instead (None at a dense check)."""
         if self.predicted is None:
             self.predicted = inf
         consecutive = self.prev_j is not None and j == self.prev_j + 1
-        self.sparse_check = not consecutive
         w = window(j + 1)
         points = [(i, yi) for i, yi in self.history if j - i <= w]
         if len(points) < MIN_POINTS:
             points = self.history[-MIN_POINTS:]
         estimate = hold = inf  # hold: this check's e_j for the next checks' plateau hold
+        sparse = None  # what a sparse check reports (info only)
         if consecutive and j + 1 <= FIRST_STEPS:
             hold = change
             estimate = 2.0 * change  # too few iterates for a rate yet
@@ -322,8 +322,7 @@ class Stopping:
             self.reported = change  # the previous check's error, roughly (for info only)
             # reported at a sparse check (info only, never a stop): the window's fit where it
             # sees a decay, at least the change
-            self.sparse_report = torch.where(torch.isinf(hold), change,
-                                             torch.maximum(hold, change))
+            sparse = torch.where(torch.isinf(hold), change, torch.maximum(hold, change))
             # no D_j to hold a plateau with: such a check never stops a column (the next
             # step, checked too, decides; predicted above keeps the schedule)
             estimate = inf
@@ -335,7 +334,7 @@ class Stopping:
         self.holds = (self.holds + [(j, y, hold)])[-HOLD_STEPS:]
         self.history = (self.history + [(j, y)])[-(window(j + 2) + MIN_POINTS):]
         self.prev_j = j
-        return estimate, self.predicted
+        return estimate, self.predicted, sparse
 
 
 def window_fit(y, j, points, floor):
