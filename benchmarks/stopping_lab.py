@@ -1,0 +1,198 @@
+"""The stopping rule offline: record each operator's projected solves once, then replay the
+rule (every step checked) or simulate a real run (its own check schedule) in seconds.
+
+bench_stopping_sweep.py runs Lanczos again for every variant of the rule it measures (a real
+run per tolerance: 7-12 minutes a set). The rule's decisions depend only on what the
+projected solves give (y = f(T_j) e_1, the smallest Ritz value, the residual and floor
+terms) and on beta_j, and a column's recurrence does not depend on when it is checked or on
+the other columns. So one full basis per operator (`record`) holds everything a run's
+Stopping sees: `simulate` drives the real Stopping class with a stand-in for the Lanczos
+tracker and the recorded solves, and gives the same stops as funm_apply with reorth="full"
+(tests/test_stopping_lab.py checks it against real runs) and the same sweep tables (checked
+once by hand: every set's row equals bench_stopping_sweep's, replays and --real). A change
+to stopping.py is then measured on all sets in a few minutes of CPU.
+
+    PYTHONPATH=. python benchmarks/stopping_lab.py record SET [--out DIR]   # SET: tuned,
+        unseen, networks, or held<first seed> (e.g. held70); one file per set
+    PYTHONPATH=. python benchmarks/stopping_lab.py show SET... [--real] [--cases] [--out DIR]
+"""
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench_stopping_sweep import TOLS, held_out, more_spectra, quiet_floor, summary  # noqa: E402
+from conftest import DENSE_FNS, dense_funm  # noqa: E402
+
+import fastlanczos as fl  # noqa: E402
+from fastlanczos.krylov import stopping  # noqa: E402
+from fastlanczos.krylov.matfuncs import resolve  # noqa: E402
+from fastlanczos.krylov.projected import solve_projected  # noqa: E402
+
+
+def record(A, f, k=4, m=320, z_seed=2):
+    """Everything the rule sees for one operator, f and z draw (the sweep's z), plus the
+    actual error of every iterate: {"f", "k", "m", "beta" (k, m), "curve" (k, m),
+    "solves": [(y, theta_min, residual term, floor term) for j = 1..m]}."""
+    m = min(m, A.shape[0])
+    z = torch.randn(k, A.shape[0], dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(z_seed))
+    fn = resolve(f)[1]
+    r = fl.lanczos(A, z, m)
+    ref = dense_funm(A, z, DENSE_FNS[f])
+    m = r.alpha.shape[1]
+    solves, curve = [], []
+    for j in range(1, m + 1):
+        steps = torch.full((k,), j, dtype=torch.int64)
+        scale = r.alpha[:, :j].abs().amax(dim=1)  # the padding value: unused at full size
+        y, theta, term, floor = solve_projected(fn, r.alpha[:, :j], r.beta[:, :j - 1], steps,
+                                                scale)
+        x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
+        curve.append((x - ref).norm(dim=1) / ref.norm(dim=1))
+        solves.append((y, theta.min(dim=1).values, term, floor))
+    beta = torch.nn.functional.pad(r.beta, (0, 1))  # the tracker's beta has m entries
+    return {"f": f, "k": k, "m": m, "beta": beta, "curve": torch.stack(curve, 1),
+            "solves": solves}
+
+
+class _Tracker:
+    """What Stopping reads of the Lanczos tracker (krylov/lanczos.py _Tracker)."""
+
+    def __init__(self, rec):
+        k = rec["k"]
+        self.done = torch.zeros(k, dtype=torch.bool)
+        self.broken = torch.zeros(k, dtype=torch.bool)
+        self.znorm = torch.ones(k, dtype=torch.float64)
+        self.scale = torch.ones(k, dtype=torch.float64)
+        self.steps = torch.zeros(k, dtype=torch.int64)
+        self.beta = rec["beta"]
+        self.alpha = None
+
+
+@contextlib.contextmanager
+def _recorded_solves(rec, frozen):
+    """stopping.solve_projected answers from the record: step j's solve for live columns,
+    a stopped column's solve at its stop (padded), as the real run's frozen tridiagonal."""
+    def solve(fn, alpha, beta, steps, scale, repair=False):
+        j = alpha.shape[1] - 1
+        y, low, term, floor = (v.clone() for v in rec["solves"][j])
+        for c, (yc, lc, tc, fc) in frozen.items():
+            y[c] = torch.nn.functional.pad(yc, (0, j + 1 - yc.shape[0]))
+            low[c], term[c], floor[c] = lc, tc, fc
+        return y, low.unsqueeze(1), term, floor
+    saved = stopping.solve_projected
+    stopping.solve_projected = solve
+    try:
+        yield
+    finally:
+        stopping.solve_projected = saved
+
+
+def simulate(rec, tol, real=True, every=4):
+    """(stop step per column (1-based; m where it never stopped), stopped by the rule) for
+    funm_apply(..., tol=tol, check_every=every) on the recorded operator; real=False checks
+    every step (the sweep's replay)."""
+    k, m = rec["k"], rec["m"]
+    fn = resolve(rec["f"])[1]
+    state = stopping.Stopping(rec["f"], fn, "pd", tol, torch.float64, False, m, every)
+    t = _Tracker(rec)
+    stop = torch.full((k,), m, dtype=torch.int64)
+    frozen = {}
+    with _recorded_solves(rec, frozen), quiet_floor():
+        for j in range(m):
+            t.steps = torch.where(t.done, t.steps, j + 1)
+            if real and not state.check_at(j):
+                continue
+            t.alpha = torch.zeros(k, j + 1, dtype=torch.float64)  # only its width is read
+            before = t.done.clone()
+            predicted = state._update(t, j, repair=False)
+            if real:
+                read = state._packed(t, predicted)
+                state._schedule(j, read[0], read[1])
+            for c in (t.done & ~before).nonzero().flatten().tolist():
+                stop[c] = j + 1
+                frozen[c] = tuple(v[c].clone() for v in rec["solves"][j])
+                frozen[c] = (frozen[c][0][: j + 1], *frozen[c][1:])
+            if bool(t.done.all()):
+                break
+    return stop, t.done.clone()
+
+
+def stop_rows(rec, real=True):
+    """(error/tol, stop/oracle, oracle) per column and tolerance, as bench_stopping_sweep."""
+    out, curve = [], rec["curve"]
+    for tol in TOLS.tolist():
+        stop, done = simulate(rec, tol, real)
+        for c in range(rec["k"]):
+            meets = (curve[c] <= tol).nonzero()
+            if len(meets) and bool(done[c]):
+                oracle, s = int(meets[0]) + 1, int(stop[c])
+                out.append((float(curve[c, s - 1]) / tol, s / oracle, oracle))
+    return out
+
+
+def cases(kind):
+    """The sweep's sets: (name, A, f, z seed)."""
+    from bench_stopping import cnn_ggn, dense_cases
+    if kind == "tuned":
+        for name, A in dense_cases(800):
+            for f in ("inv_sqrt", "log", "sqrt"):
+                yield name, A, f, 2
+        for case in more_spectra():
+            yield (*case, 2)
+        yield (*cnn_ggn(600), "inv_sqrt", 2)
+    elif kind.startswith("held"):
+        first = int(kind[4:])
+        yield from held_out(range(first, first + 5))
+    elif kind in ("networks", "unseen"):
+        from network_curvatures import network_curvatures, unseen_network_curvatures
+        made = network_curvatures() if kind == "networks" else unseen_network_curvatures()
+        for name, A in made:
+            for z_seed in (2, 7):
+                yield f"{name}, z {z_seed}", A, "inv_sqrt", z_seed
+    else:
+        raise SystemExit(f"unknown set {kind!r}: tuned, unseen, networks or held<seed>")
+
+
+def table(rows):
+    return summary(rows) if rows else "    0 (none)"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("record", "show"))
+    p.add_argument("sets", nargs="+")
+    p.add_argument("--real", action="store_true", help="real runs' schedules, not replays")
+    p.add_argument("--cases", action="store_true", help="a row per operator too")
+    p.add_argument("--out", default="/tmp/fastlanczos-stopping-lab")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    head = "stops  >tol max e/tol  late mean s/o  max s/o"
+    for kind in args.sets:
+        path = out / f"{kind}.pt"
+        if args.action == "record":
+            torch.save([(name, f, record(A, f, z_seed=z_seed))
+                        for name, A, f, z_seed in cases(kind)], path)
+            print(f"{kind}: {path}")
+            continue
+        small, large = [], []
+        for name, f, rec in torch.load(path, weights_only=False):
+            rows = stop_rows(rec, args.real)
+            if args.cases:
+                print(f"  {name[:40]:40s} {f:8s} {table(rows)}")
+            small += [r for r in rows if r[2] < 20]
+            large += [r for r in rows if r[2] >= 20]
+        print(f"{kind} ({'real runs' if args.real else 'replays'}): {head}")
+        print(f"  oracle < 20 steps  {table(small)}\n  oracle >= 20 steps {table(large)}")
+
+
+if __name__ == "__main__":
+    main()
