@@ -9,7 +9,8 @@ the other columns. So one full basis per operator (`record`) holds everything a 
 Stopping sees: `simulate` drives the real Stopping class with a stand-in for the Lanczos
 tracker and the recorded solves, and gives the same stops as funm_apply with reorth="full"
 (tests/test_stopping_lab.py checks it against real runs) and the same sweep tables (checked
-once by hand: every set's row equals bench_stopping_sweep's, replays and --real). A change
+by hand on 2026-12-05: the replay rows of all four sets and the --real rows of tuned and
+unseen equal bench_stopping_sweep's in the README). A change
 to stopping.py is then measured on all sets in a few minutes of CPU.
 
     PYTHONPATH=. python benchmarks/stopping_lab.py record SET [--out DIR]   # SET: tuned,
