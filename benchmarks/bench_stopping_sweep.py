@@ -72,6 +72,22 @@ def held_out(seeds=range(10, 15)):
                    seed + 100)
 
 
+def sweep_cases(kind, first_seed=10, cnn=True):
+    """(name, A, f, z seed) of a set: "tuned" (bench_stopping's spectra x 3 f, more_spectra,
+    the CNN), "held" (held_out from first_seed), "networks" or "unseen" (two z draws each)."""
+    if kind == "held":
+        return list(held_out(range(first_seed, first_seed + 5)))
+    if kind in ("networks", "unseen"):
+        made = network_curvatures() if kind == "networks" else unseen_network_curvatures()
+        return [(f"{name}, z {z_seed}", A, "inv_sqrt", z_seed)
+                for name, A in made for z_seed in (2, 7)]
+    cases = [(name, A, f, 2) for name, A in dense_cases(800) for f in ("inv_sqrt", "log", "sqrt")]
+    cases += [(*case, 2) for case in more_spectra()]
+    if cnn:
+        cases.append((*cnn_ggn(600), "inv_sqrt", 2))
+    return cases
+
+
 class EveryStep:
     """Inside the block every step is checked and each check's estimate is kept."""
 
@@ -162,18 +178,9 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     k = 4
-    if args.held_out:
-        cases = list(held_out(range(args.first_seed, args.first_seed + 5)))
-    elif args.networks or args.unseen_networks:
-        made = network_curvatures() if args.networks else unseen_network_curvatures()
-        cases = [(f"{name}, z {z_seed}", A, "inv_sqrt", z_seed)
-                 for name, A in made for z_seed in (2, 7)]
-    else:
-        cases = [(name, A, f, 2) for name, A in dense_cases(800)
-                 for f in ("inv_sqrt", "log", "sqrt")]
-        cases += [(*case, 2) for case in more_spectra()]
-        if not args.no_cnn:
-            cases.append((*cnn_ggn(600), "inv_sqrt", 2))
+    kind = ("held" if args.held_out else "networks" if args.networks
+            else "unseen" if args.unseen_networks else "tuned")
+    cases = sweep_cases(kind, args.first_seed, cnn=not args.no_cnn)
     print(f"torch threads: {args.threads}; k = {k} columns; {len(TOLS)} tolerances 1e-2..1e-10;"
           f" {'real runs' if args.real else 'every step checked, stops replayed'}")
     head = "stops  >tol max e/tol  late mean s/o  max s/o"

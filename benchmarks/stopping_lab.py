@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_stopping_sweep import TOLS, held_out, more_spectra, quiet_floor, summary  # noqa: E402
+from bench_stopping_sweep import TOLS, quiet_floor, summary, sweep_cases  # noqa: E402
 from conftest import DENSE_FNS, dense_funm  # noqa: E402
 
 import fastlanczos as fl  # noqa: E402
@@ -115,10 +115,10 @@ def simulate(rec, tol, real=True, every=4):
             if real:
                 read = state._packed(t, predicted)
                 state._schedule(j, read[0], read[1])
+            y, low, term, floor = rec["solves"][j]
             for c in (t.done & ~before).nonzero().flatten().tolist():
                 stop[c] = j + 1
-                frozen[c] = tuple(v[c].clone() for v in rec["solves"][j])
-                frozen[c] = (frozen[c][0][: j + 1], *frozen[c][1:])
+                frozen[c] = (y[c].clone(), low[c], term[c], floor[c])
             if bool(t.done.all()):
                 break
     return stop, t.done.clone()
@@ -138,26 +138,12 @@ def stop_rows(rec, real=True):
 
 
 def cases(kind):
-    """The sweep's sets: (name, A, f, z seed)."""
-    from bench_stopping import cnn_ggn, dense_cases
-    if kind == "tuned":
-        for name, A in dense_cases(800):
-            for f in ("inv_sqrt", "log", "sqrt"):
-                yield name, A, f, 2
-        for case in more_spectra():
-            yield (*case, 2)
-        yield (*cnn_ggn(600), "inv_sqrt", 2)
-    elif kind.startswith("held"):
-        first = int(kind[4:])
-        yield from held_out(range(first, first + 5))
-    elif kind in ("networks", "unseen"):
-        from network_curvatures import network_curvatures, unseen_network_curvatures
-        made = network_curvatures() if kind == "networks" else unseen_network_curvatures()
-        for name, A in made:
-            for z_seed in (2, 7):
-                yield f"{name}, z {z_seed}", A, "inv_sqrt", z_seed
-    else:
-        raise SystemExit(f"unknown set {kind!r}: tuned, unseen, networks or held<seed>")
+    """The sweep's sets by name: tuned, unseen, networks, held<first seed>."""
+    if kind.startswith("held") and kind[4:].isdigit():
+        return sweep_cases("held", int(kind[4:]))
+    if kind in ("tuned", "networks", "unseen"):
+        return sweep_cases(kind)
+    raise SystemExit(f"unknown set {kind!r}: tuned, unseen, networks or held<seed>")
 
 
 def table(rows):
