@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_stopping import cnn_ggn, dense_cases, spectra  # noqa: E402
+from bench_stopping import cnn_ggn, dense_cases, known_bound, spectra  # noqa: E402
 from conftest import error_curve, spd_from_spectrum  # noqa: E402
 from network_curvatures import network_curvatures, unseen_network_curvatures  # noqa: E402
 
@@ -92,19 +92,22 @@ class EveryStep:
     """Inside the block every step is checked and each check's estimate is kept."""
 
     def __enter__(self):
-        self.estimates, self.saved = {}, (Stopping._estimate, Stopping._schedule)
-        estimate, recorded = Stopping._estimate, self.estimates
+        self.estimates = {}
+        self.saved = (Stopping._estimate, Stopping._radau_stop, Stopping._schedule)
+        estimate, radau, recorded = Stopping._estimate, Stopping._radau_stop, self.estimates
 
-        def record(state, j, *args):
-            out = estimate(state, j, *args)
-            recorded[j] = out[0].clone()
-            return out
-        Stopping._estimate = record
+        def record(method):
+            def recording(state, j, *args):
+                out = method(state, j, *args)
+                recorded[j] = out[0].clone()  # with a bound the Gauss-Radau one comes last
+                return out
+            return recording
+        Stopping._estimate, Stopping._radau_stop = record(estimate), record(radau)
         Stopping._schedule = lambda state, j, live, predicted: setattr(state, "dense_from", 0)
         return self
 
     def __exit__(self, *exc):
-        Stopping._estimate, Stopping._schedule = self.saved
+        Stopping._estimate, Stopping._radau_stop, Stopping._schedule = self.saved
 
 
 @contextlib.contextmanager
@@ -115,14 +118,16 @@ def quiet_floor():
         yield
 
 
-def stops(A, f, k, m, z_seed=2):
-    """(error/tol, stop/oracle, oracle) for every column and tolerance the run reaches."""
+def stops(A, f, k, m, z_seed=2, bound=None):
+    """(error/tol, stop/oracle, oracle) for every column and tolerance the run reaches.
+    bound: funm_apply's eig_lower_bound (the Gauss-Radau estimate), or None (the rule)."""
     z = torch.randn(k, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(z_seed))
     curve, _ = error_curve(A, z, f, m)
     with EveryStep() as run:
         with quiet_floor():  # tol 1e-15 is below the floor on purpose
-            funm_module.funm_block(as_block_matvec(A, z, 0.0), z, f, m, tol=1e-15)
+            funm_module.funm_block(as_block_matvec(A, z, 0.0), z, f, m, tol=1e-15,
+                                   bound=bound)
     est = torch.full((k, m), math.inf, dtype=torch.float64)
     for j, e in run.estimates.items():
         est[:, j] = e
@@ -136,8 +141,9 @@ def stops(A, f, k, m, z_seed=2):
     return out
 
 
-def real_stops(A, f, k, m, z_seed=2):
-    """As stops(), from real runs: funm_apply at each tolerance, its own check schedule."""
+def real_stops(A, f, k, m, z_seed=2, bound=None):
+    """As stops(), from real runs: funm_apply at each tolerance, its own check schedule;
+    columns that report converged=False (tol below the dtype's floor) are left out."""
     import fastlanczos as fl
     z = torch.randn(k, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(z_seed))
@@ -145,7 +151,8 @@ def real_stops(A, f, k, m, z_seed=2):
     out = []
     for tol in TOLS.tolist():
         with quiet_floor():  # below the floor: converged=False, left out below
-            x, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True)
+            x, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True,
+                                    eig_lower_bound=bound)
         err = (x - ref).norm(dim=1) / ref.norm(dim=1)
         for c in range(k):
             meets = (curve[c] <= tol).nonzero()
@@ -175,6 +182,9 @@ def main():
                    help="real runs at each tolerance (their own check schedule), not replays")
     p.add_argument("--unseen-networks", action="store_true",
                    help="five more, never used to choose the rule")
+    p.add_argument("--bounded", action="store_true",
+                   help="with each operator's known lower bound (known_bound): the "
+                        "Gauss-Radau stop; operators without one (Hessians) left out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     k = 4
@@ -182,12 +192,18 @@ def main():
             else "unseen" if args.unseen_networks else "tuned")
     cases = sweep_cases(kind, args.first_seed, cnn=not args.no_cnn)
     print(f"torch threads: {args.threads}; k = {k} columns; {len(TOLS)} tolerances 1e-2..1e-10;"
-          f" {'real runs' if args.real else 'every step checked, stops replayed'}")
+          f" {'real runs' if args.real else 'every step checked, stops replayed'}"
+          f"{'; with the known lower bound (Gauss-Radau)' if args.bounded else ''}")
     head = "stops  >tol max e/tol  late mean s/o  max s/o"
     print(f"{'operator':40s} {'f':8s} {head}")
     small, large = [], []
     for name, A, f, z_seed in cases:
-        rows = (real_stops if args.real else stops)(A, f, k, min(A.shape[0], 320), z_seed)
+        bound = known_bound(name, A) if args.bounded else None
+        if args.bounded and bound is None:
+            print(f"{name:40s} {f:8s} (no lower bound known: left out)")
+            continue
+        rows = (real_stops if args.real else stops)(A, f, k, min(A.shape[0], 320), z_seed,
+                                                    bound)
         print(f"{name:40s} {f:8s} {summary(rows)}")
         small += [r for r in rows if r[2] < 20]
         large += [r for r in rows if r[2] >= 20]

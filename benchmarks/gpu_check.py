@@ -321,11 +321,16 @@ def _stop_vs_oracle(cfg, dev):
     A = (q * evals) @ q.T
     z = torch.randn(4, nn_, dtype=torch.float64, device=dev)
     ref = ((z @ q) * evals.rsqrt()) @ q.T
-    print(f"\ntolerance stop, logspace 1e-3..1 (n = {nn_}), inv_sqrt, 4 columns, float64")
-    print(f"{'tol':>6} {'oracle':>6} {'stop':>5} {'stop/oracle':>11} {'err/tol':>8}")
+    print(f"\ntolerance stop, logspace 1e-3..1 (n = {nn_}), inv_sqrt, 4 columns, float64; "
+          f"'bound': eig_lower_bound = 1e-3 less 0.1% (the Gauss-Radau stop)")
+    print(f"{'tol':>6} {'oracle':>6} {'stop':>5} {'stop/oracle':>11} {'err/tol':>8} "
+          f"{'bound stop':>10} {'bound err/tol':>13}")
     for tol in (1e-3, 1e-6, 1e-9):
         x, info = fl.inv_sqrt_apply(A, z, nn_, tol=tol, return_info=True)
         err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        xb, infob = fl.inv_sqrt_apply(A, z, nn_, tol=tol, return_info=True,
+                                      eig_lower_bound=1e-3 * (1 - 1e-3))
+        errb = (xb - ref).norm(dim=1) / ref.norm(dim=1)
         stop = int(info.steps.max())
         oracle = stop  # the smallest fixed m (searched downwards) whose error meets tol
         while oracle > 1:
@@ -334,7 +339,8 @@ def _stop_vs_oracle(cfg, dev):
                 break
             oracle -= 1
         print(f"{tol:>6.0e} {oracle:>6} {stop:>5} {stop / oracle:>11.3f} "
-              f"{float(err.max()) / tol:>8.3f}")
+              f"{float(err.max()) / tol:>8.3f} {int(infob.steps.max()):>10} "
+              f"{float(errb.max()) / tol:>13.3f}")
     _floor_of_float32(A, z, ref, nn_)
 
 
@@ -412,9 +418,11 @@ def _sync_check(cfg):
         torch.cuda.set_sync_debug_mode("error")
         try:
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+            fl.inv_sqrt_apply(hvp, z, cfg.m, check=False, eig_lower_bound=1e-3)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        print(f"{what}: zero host synchronizations (CUDA sync debug mode 'error')")
+        print(f"{what}, also with eig_lower_bound (the Gauss-Radau estimate): zero host "
+              f"synchronizations (CUDA sync debug mode 'error')")
         return
     sys.path.insert(0, str(ROOT / "tests"))
     from host_sync import HostSyncProbe
@@ -425,9 +433,11 @@ def _sync_check(cfg):
     try:
         with HostSyncProbe() as probe:
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
+            fl.inv_sqrt_apply(hvp, z, cfg.m, check=False, eig_lower_bound=1e-3)
     finally:
         reorth.branch_on_mask = branch
-    print(f"{what}: {probe.count} host reads counted by tests/host_sync.py {probe.events}")
+    print(f"{what}, also with eig_lower_bound (the Gauss-Radau estimate): {probe.count} host "
+          f"reads counted by tests/host_sync.py {probe.events}")
     if probe.count:
         raise RuntimeError("the fixed-m run reads from the device")
 

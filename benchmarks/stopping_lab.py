@@ -16,6 +16,8 @@ to stopping.py is then measured on all sets in a few minutes of CPU.
     PYTHONPATH=. python benchmarks/stopping_lab.py record SET [--out DIR]   # SET: tuned,
         unseen, networks, or held<first seed> (e.g. held70); one file per set
     PYTHONPATH=. python benchmarks/stopping_lab.py show SET... [--real] [--cases] [--out DIR]
+        [--bounded]   # with each operator's known lower bound (bench_stopping_sweep.
+                      # known_bound): the Gauss-Radau stop; operators without one left out
 """
 
 import argparse
@@ -27,7 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_stopping_sweep import TOLS, quiet_floor, summary, sweep_cases  # noqa: E402
+from bench_stopping_sweep import (  # noqa: E402
+    TOLS,
+    known_bound,
+    quiet_floor,
+    summary,
+    sweep_cases,
+)
 from conftest import DENSE_FNS, dense_funm  # noqa: E402
 
 import fastlanczos as fl  # noqa: E402
@@ -36,10 +44,12 @@ from fastlanczos.krylov.matfuncs import resolve  # noqa: E402
 from fastlanczos.krylov.projected import solve_projected  # noqa: E402
 
 
-def record(A, f, k=4, m=320, z_seed=2):
+def record(A, f, k=4, m=320, z_seed=2, bound=None):
     """Everything the rule sees for one operator, f and z draw (the sweep's z), plus the
-    actual error of every iterate: {"f", "k", "m", "beta" (k, m), "curve" (k, m),
-    "solves": [(y, theta_min, residual term, floor term) for j = 1..m]}."""
+    actual error of every iterate: {"f", "k", "m", "bound", "beta" (k, m), "curve" (k, m),
+    "solves": [(y, theta_min, residual term, floor term, Gauss-Radau estimate or None)
+    for j = 1..m]}. bound: a lower bound of A's spectrum, for the Gauss-Radau estimate
+    (krylov/radau.py; replayed with or without it)."""
     m = min(m, A.shape[0])
     z = torch.randn(k, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(z_seed))
@@ -47,18 +57,20 @@ def record(A, f, k=4, m=320, z_seed=2):
     r = fl.lanczos(A, z, m)
     ref = dense_funm(A, z, DENSE_FNS[f])
     m = r.alpha.shape[1]
+    # the tracker's beta has m entries: the last is the residual's norm (A V^T = V^T T + r e_m^T)
+    beta = torch.cat([r.beta, r.residual.norm(dim=1, keepdim=True).double()], dim=1)
     solves, curve = [], []
     for j in range(1, m + 1):
         steps = torch.full((k,), j, dtype=torch.int64)
         scale = r.alpha[:, :j].abs().amax(dim=1)  # the padding value: unused at full size
-        y, theta, term, floor = solve_projected(fn, r.alpha[:, :j], r.beta[:, :j - 1], steps,
-                                                scale)
+        y, theta, term, floor, radau = solve_projected(
+            fn, r.alpha[:, :j], r.beta[:, :j - 1], steps, scale, bound=bound,
+            beta_next=beta[:, j - 1])
         x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
         curve.append((x - ref).norm(dim=1) / ref.norm(dim=1))
-        solves.append((y, theta.min(dim=1).values, term, floor))
-    beta = torch.nn.functional.pad(r.beta, (0, 1))  # the tracker's beta has m entries
-    return {"f": f, "k": k, "m": m, "beta": beta, "curve": torch.stack(curve, 1),
-            "solves": solves}
+        solves.append((y, theta.min(dim=1).values, term, floor, radau))
+    return {"f": f, "k": k, "m": m, "bound": bound, "beta": beta,
+            "curve": torch.stack(curve, 1), "solves": solves}
 
 
 class _Tracker:
@@ -79,13 +91,16 @@ class _Tracker:
 def _recorded_solves(rec, frozen):
     """stopping.solve_projected answers from the record: step j's solve for live columns,
     a stopped column's solve at its stop (padded), as the real run's frozen tridiagonal."""
-    def solve(fn, alpha, beta, steps, scale, repair=False):
+    def solve(fn, alpha, beta, steps, scale, repair=False, bound=None, beta_next=None):
         j = alpha.shape[1] - 1
-        y, low, term, floor = (v.clone() for v in rec["solves"][j])
-        for c, (yc, lc, tc, fc) in frozen.items():
+        y, low, term, floor, radau = (None if v is None else v.clone()
+                                      for v in rec["solves"][j])
+        for c, (yc, lc, tc, fc, rc) in frozen.items():
             y[c] = torch.nn.functional.pad(yc, (0, j + 1 - yc.shape[0]))
             low[c], term[c], floor[c] = lc, tc, fc
-        return y, low.unsqueeze(1), term, floor
+            if radau is not None:
+                radau[c] = rc
+        return y, low.unsqueeze(1), term, floor, (radau if bound is not None else None)
     saved = stopping.solve_projected
     stopping.solve_projected = solve
     try:
@@ -94,13 +109,16 @@ def _recorded_solves(rec, frozen):
         stopping.solve_projected = saved
 
 
-def simulate(rec, tol, real=True, every=4):
+def simulate(rec, tol, real=True, every=4, bounded=False):
     """(stop step per column (1-based; m where it never stopped), stopped by the rule) for
     funm_apply(..., tol=tol, check_every=every) on the recorded operator; real=False checks
-    every step (the sweep's replay)."""
+    every step (the sweep's replay). bounded: with the recorded lower bound
+    (funm_apply's eig_lower_bound), where the record has one."""
     k, m = rec["k"], rec["m"]
     fn = resolve(rec["f"])[1]
-    state = stopping.Stopping(rec["f"], fn, "pd", tol, torch.float64, False, m, every)
+    bound = rec.get("bound") if bounded else None
+    state = stopping.Stopping(rec["f"], fn, "pd", tol, torch.float64, False, m, every,
+                              bound=bound)
     t = _Tracker(rec)
     stop = torch.full((k,), m, dtype=torch.int64)
     frozen = {}
@@ -115,20 +133,21 @@ def simulate(rec, tol, real=True, every=4):
             if real:
                 read = state._packed(t, predicted)
                 state._schedule(j, read[0], read[1])
-            y, low, term, floor = rec["solves"][j]
+            y, low, term, floor, radau = rec["solves"][j]
             for c in (t.done & ~before).nonzero().flatten().tolist():
                 stop[c] = j + 1
-                frozen[c] = (y[c].clone(), low[c], term[c], floor[c])
+                frozen[c] = (y[c].clone(), low[c], term[c], floor[c],
+                             None if radau is None else radau[c])
             if bool(t.done.all()):
                 break
     return stop, t.done.clone()
 
 
-def stop_rows(rec, real=True):
+def stop_rows(rec, real=True, bounded=False):
     """(error/tol, stop/oracle, oracle) per column and tolerance, as bench_stopping_sweep."""
     out, curve = [], rec["curve"]
     for tol in TOLS.tolist():
-        stop, done = simulate(rec, tol, real)
+        stop, done = simulate(rec, tol, real, bounded=bounded)
         for c in range(rec["k"]):
             meets = (curve[c] <= tol).nonzero()
             if len(meets) and bool(done[c]):
@@ -156,6 +175,8 @@ def main():
     p.add_argument("sets", nargs="+")
     p.add_argument("--real", action="store_true", help="real runs' schedules, not replays")
     p.add_argument("--cases", action="store_true", help="a row per operator too")
+    p.add_argument("--bounded", action="store_true",
+                   help="with the known lower bound of each spectrum (Gauss-Radau stop)")
     p.add_argument("--out", default="/tmp/fastlanczos-stopping-lab")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -166,19 +187,31 @@ def main():
     for kind in args.sets:
         path = out / f"{kind}.pt"
         if args.action == "record":
-            torch.save([(name, f, record(A, f, z_seed=z_seed))
+            torch.save([(name, f, record(A, f, z_seed=z_seed, bound=known_bound(name, A)))
                         for name, A, f, z_seed in cases(kind)], path)
             print(f"{kind}: {path}")
             continue
-        small, large = [], []
+        modes = (False, True) if args.bounded else (False,)
+        small, large = {b: [] for b in modes}, {b: [] for b in modes}
+        unbounded = 0
         for name, f, rec in torch.load(path, weights_only=False):
-            rows = stop_rows(rec, args.real)
-            if args.cases:
-                print(f"  {name[:40]:40s} {f:8s} {table(rows)}")
-            small += [r for r in rows if r[2] < 20]
-            large += [r for r in rows if r[2] >= 20]
-        print(f"{kind} ({'real runs' if args.real else 'replays'}): {head}")
-        print(f"  oracle < 20 steps  {table(small)}\n  oracle >= 20 steps {table(large)}")
+            if args.bounded and rec.get("bound") is None:
+                unbounded += 1
+                continue
+            for bounded in modes:
+                rows = stop_rows(rec, args.real, bounded)
+                if args.cases:
+                    print(f"  {name[:40]:40s} {f:8s} {'bound' if bounded else 'rule':5s} "
+                          f"{table(rows)}")
+                small[bounded] += [r for r in rows if r[2] < 20]
+                large[bounded] += [r for r in rows if r[2] >= 20]
+        what = ("real runs" if args.real else "replays") + (
+            f"; the rule, then the known bound ({unbounded} operators without one left out)"
+            if args.bounded else "")
+        print(f"{kind} ({what}): {head}")
+        for bounded in modes:
+            print(f"  oracle < 20 steps  {table(small[bounded])}\n"
+                  f"  oracle >= 20 steps {table(large[bounded])}")
 
 
 if __name__ == "__main__":

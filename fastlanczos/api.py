@@ -20,7 +20,7 @@ from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_partial, lanczo
 from .krylov.precondition import preconditioned
 from .krylov.progress import make_progress
 from .krylov.sharded import shard_reducer
-from .krylov.validate import check_arguments
+from .krylov.validate import check_arguments, check_bound
 from .operators import adapt, as_block_matvec
 from .operators.diagonal import operator_diagonal
 from .precondition import active, choose_preconditioner
@@ -28,7 +28,7 @@ from .precondition import active, choose_preconditioner
 
 def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
                check_every=4, check=True, check_symmetry=False, progress=False,
-               shard_group=None):
+               shard_group=None, eig_lower_bound=None):
     """f(A + shift I) z for z of shape (n,) or (k, n), A given by hvp (callable or dense matrix).
 
     f: "inv_sqrt", "sqrt", "inv", "exp", "log", or a callable on a float64 tensor of
@@ -44,6 +44,12 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     NotSymmetricError when it is not; check_symmetry=True runs that probe before the run.
     progress=True shows a tqdm bar (steps, products, error estimate).
     shard_group: z and hvp work on this rank's slices (see the module docstring).
+    eig_lower_bound: a number b with A + shift I >= b I (positive for inv_sqrt, inv and log),
+    e.g. the prior precision when hvp is a curvature (PSD) and shift that prior. The error
+    estimate (info.error_estimate, and the stop with tol) is then the Gauss-Radau one
+    (krylov/radau.py): the error of the current iterate from T alone, near the actual error
+    even on plateaus, so runs stop within a step or two of the fewest steps that meet tol
+    (README, "Stopping with a lower bound"). A Ritz value below b raises LanczosInputError.
     """
     _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
@@ -51,7 +57,7 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
     matvec = as_block_matvec(hvp, z, float(shift))
     x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
-                   progress, reducer=reducer)
+                   progress, reducer=reducer, bound=check_bound(eig_lower_bound, f))
     return (restore(x), info) if return_info else restore(x)
 
 
@@ -69,12 +75,13 @@ def _reducer(shard_group, z2, m, tol, reorth, check_every):
 
 
 def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, progress,
-         pre=None, reducer=None):
+         pre=None, reducer=None, bound=None, strict_bound=True):
     bar = make_progress(progress, m * (2 if reorth == "none" else 1))
     try:
         x, info = funm_block(matvec, z2, f, m, tol=tol, reorth=reorth, check_every=check_every,
                              check=check, check_symmetry=check_symmetry, single=z.dim() == 1,
-                             progress=bar, reducer=reducer)
+                             progress=bar, reducer=reducer, bound=bound,
+                             strict_bound=strict_bound)
     finally:
         if bar is not None:
             bar.close()
@@ -88,17 +95,19 @@ def _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry, p
 
 def inv_sqrt_apply(hvp, z, m, *, tol=None, shift=0.0, reorth="full", return_info=False,
                    check_every=4, check=True, check_symmetry=False, progress=False,
-                   shard_group=None):
-    """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1})."""
+                   shard_group=None, eig_lower_bound=None):
+    """(A + shift I)^{-1/2} z: with z ~ N(0, I), a sample of N(0, (A + shift I)^{-1}).
+    eig_lower_bound: see funm_apply (for a curvature with its prior as shift: the prior)."""
     return funm_apply(hvp, z, "inv_sqrt", m, tol=tol, shift=shift, reorth=reorth,
                       return_info=return_info, check_every=check_every, check=check,
                       check_symmetry=check_symmetry, progress=progress,
-                      shard_group=shard_group)
+                      shard_group=shard_group, eig_lower_bound=eig_lower_bound)
 
 
 def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth="full",
                    return_info=False, check_every=4, check=True, check_symmetry=False,
-                   progress=False, memory_budget=None, shard_group=None):
+                   progress=False, memory_budget=None, shard_group=None,
+                   eig_lower_bound=None):
     """x = R z with R R^T = (A + shift I)^{-1}: with z ~ N(0, I), a sample of
     N(0, (A + shift I)^{-1}). Without a preconditioner R = (A + shift I)^{-1/2}
     (inv_sqrt_apply); with one, P = G^{-2}, R = G (G (A + shift I) G)^{-1/2}: the same
@@ -117,6 +126,10 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     preconditioner's U; not the operator's memory): the rows of z run in chunks whose basis
     fits, or two-pass (reorth="none", O(n) per sample, twice the products) when not even one
     sample's basis fits (krylov/budget.py); info.memory_plan says what was chosen.
+    eig_lower_bound: b with A + shift I >= b I, as for funm_apply. With a preconditioner the
+    bound of G (A + shift I) G is the preconditioner's lower_bound(b) (krylov/precondition.py:
+    a Nystrom sketch of a PSD hvp, made for this shift, gives ~1; the others, and objects
+    without lower_bound, give none, and the stopping rule decides).
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
     info.preconditioner_products report the sketch's rank and the vector products it cost
     (rank 0 and the probe's products where "auto" declined).
@@ -149,11 +162,16 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     held = applied.u.numel() * itemsize if hasattr(applied, "u") else 0
     chosen = plan(k, n, m, itemsize, memory_budget, reorth, fixed=held)
     op = matvec if applied is None else preconditioned(matvec, applied)
+    bound = check_bound(eig_lower_bound, "inv_sqrt")
+    if bound is not None and applied is not None:
+        bound = applied.lower_bound(bound) if callable(getattr(applied, "lower_bound", None)) \
+            else None
     parts = []
     for start in range(0, k, chosen.chunk):
         rows = z2[start:start + chosen.chunk]
         parts.append(_run(op, z, rows, "inv_sqrt", m, tol, chosen.reorth, check_every, check,
-                          check_symmetry, progress, pre, reducer))
+                          check_symmetry, progress, pre, reducer, bound,
+                          strict_bound=applied is None))
     y, info = parts[0] if len(parts) == 1 else _joined(parts)
     info = info._replace(memory_plan=chosen.describe(k))
     if applied is not None:

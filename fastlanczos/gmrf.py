@@ -21,7 +21,8 @@ from .operators.diagonal import operator_diagonal
 
 def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtype=None,
                     generator=None, seed=None, reorth="full", check_every=4,
-                    precondition=None, progress=False, memory_budget=None, return_info=False):
+                    precondition=None, progress=False, memory_budget=None, return_info=False,
+                    eig_lower_bound=None):
     """Draw num_samples rows from N(mean, precision^{-1}); returns (num_samples, n).
 
     precision: any operator `funm_apply` takes: a scipy.sparse matrix or LinearOperator,
@@ -44,6 +45,8 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
     progress: a tqdm bar over the steps. memory_budget: bytes for the run's own allocations
     (chunks of samples, or the two-pass mode; see fastlanczos.inv_root_apply).
     return_info: also return the FunmInfo (torch tensors).
+    eig_lower_bound: b > 0 with precision >= b I where known (e.g. the nugget of Q = L + tau I,
+    L a graph Laplacian: tau): the stop is then the Gauss-Radau one (fastlanczos.funm_apply).
     """
     kind = _family(precision, mean)
     n = _size(precision, mean)
@@ -59,7 +62,8 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
     pre = _native(precondition, z, precision)
     x, info = inv_root_apply(hvp, z, min(n, 300) if m is None else m, tol=tol, reorth=reorth,
                              check_every=check_every, precondition=pre, progress=progress,
-                             memory_budget=memory_budget, return_info=True)
+                             memory_budget=memory_budget, return_info=True,
+                             eig_lower_bound=eig_lower_bound)
     if tol is not None and not bool(info.converged.all()):
         warnings.warn(f"sample_gaussian: {int((~info.converged).sum())} of {num_samples} "
                       f"samples did not reach tol={tol:g} within {int(info.steps.max())} "

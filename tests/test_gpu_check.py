@@ -23,5 +23,5 @@ def test_gpu_check_smoke_run_completes(tmp_path):
                    "0 host reads counted", "GGN cached Jacobians", "memory_budget",
                    "predictive glm/probit", "reorth_step_masked", "three_term_step",
                    "keeps the given beta: True",
-                   "tolerance stop"):
+                   "tolerance stop", "bound stop", "also with eig_lower_bound"):
         assert needle in written, needle

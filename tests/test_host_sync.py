@@ -95,6 +95,30 @@ def test_tolerance_mode_reads_once_per_check(problem, backend, reorth, check, mo
     assert solves == (0 if backend == "extension" else checks)
 
 
+@pytest.mark.parametrize("tol", [None, 1e-4])
+def test_a_lower_bound_adds_no_read(problem, backend, tol, monkeypatch):
+    """eig_lower_bound: the Gauss-Radau estimate is tensor work inside the checks (a second
+    tridiagonal solve each), so fixed m still reads nothing and tol once per check."""
+    A, z = problem
+    calls, on_check = [0], Stopping.on_check
+
+    def counted(state, t, j):
+        calls[0] += 1
+        return on_check(state, t, j)
+    monkeypatch.setattr(Stopping, "on_check", counted)
+    with HostSyncProbe() as probe:
+        x, info = fl.inv_sqrt_apply(A, z, 100 if tol is None else 300, tol=tol, check=False,
+                                    eig_lower_bound=1e-3 * (1 - 1e-3), return_info=True)
+    reads = collections.Counter(probe.events)
+    solves = reads.pop("aten._linalg_eigh", 0)
+    assert sum(reads.values()) == (0 if tol is None else calls[0]), probe.events
+    assert solves == (0 if backend == "extension" else 2 * calls[0])
+    if tol is None:
+        assert calls[0] == 1  # the estimate needs no earlier iterate: one solve at the end
+    else:
+        assert info.converged.all() and 20 < int(info.steps.max()) < 300
+
+
 def _tiny_classifier():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))

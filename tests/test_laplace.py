@@ -135,3 +135,37 @@ def test_bad_inputs():
         LaplacePosterior(mlp().requires_grad_(False), lf, (x.float(), y))
     with pytest.raises(ValueError, match="precondition"):
         LaplacePosterior(net, lf, (x, y)).sample(2, precondition=-torch.ones(57))
+
+
+@pytest.mark.parametrize("precondition,prior", [(None, 0.5), ("nystrom", 0.5),
+                                                ("nystrom", "per-parameter"), ("diag", 0.5)])
+def test_tolerance_samples_use_the_prior_as_spectrum_floor(precondition, prior):
+    """A = GGN + prior >= min(prior) I: sample(tol=...) stops on the Gauss-Radau estimate
+    with that bound (carried through the preconditioner as lower_bound); every draw is within
+    tol of its own exact value (the same z, the same P) and no bound error is raised."""
+    net, lf, x, y = classifier(examples=30)
+    n = sum(p.numel() for p in net.parameters())
+    if prior == "per-parameter":
+        prior = torch.linspace(0.2, 2.0, n, dtype=torch.float64)
+    post = LaplacePosterior(net, lf, (x, y), prior_precision=prior)
+    assert post.spectrum_floor() == pytest.approx(float(torch.as_tensor(prior).min()))
+    A = dense_curvatures(net, lf, x, y)[0] + torch.diag(torch.as_tensor(prior).expand(n))
+    tol = 1e-7
+    samples, info = post.sample(5, m=n, tol=tol, precondition=precondition, return_info=True,
+                                generator=torch.Generator().manual_seed(4))
+    z = torch.randn(5, n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    pre = post._preconditioner(precondition, z, tol)
+    G = torch.eye(n, dtype=torch.float64) if pre is None or not hasattr(pre, "root") \
+        else pre.root(torch.eye(n, dtype=torch.float64))
+    w, Q = torch.linalg.eigh(G @ A @ G)
+    exact = (G @ Q @ (w.rsqrt().unsqueeze(1) * (Q.T @ z.T))).T
+    assert bool(info.converged.all())
+    err = (samples - post.theta_hat - exact).norm(dim=1) / exact.norm(dim=1)
+    assert float(err.max()) <= 10 * tol  # tol is on G^-1 x (inv_root_apply): ||G|| ~ 1-10
+
+
+def test_the_hessian_has_no_spectrum_floor():
+    net, lf, x, y = classifier()
+    post = LaplacePosterior(net, lf, (x, y), curvature="hessian", prior_precision=5.0)
+    assert post.spectrum_floor() is None
+    assert LaplacePosterior(net, lf, (x, y), prior_precision=0.0).spectrum_floor() is None

@@ -19,18 +19,20 @@ SPECTRA = {"logspace": torch.logspace(-3, 0, 300),
            "outliers": torch.cat([torch.linspace(1, 2, 296), torch.tensor([1e-2, 0.1, 10, 30.0])])}
 
 
+@pytest.mark.parametrize("bounded", [False, True])
 @pytest.mark.parametrize("name,f", [("logspace", "inv_sqrt"), ("logspace", "sqrt"),
                                     ("outliers", "log")])
-def test_simulated_runs_stop_where_real_runs_do(name, f):
+def test_simulated_runs_stop_where_real_runs_do(name, f, bounded):
     A, _ = spd_from_spectrum(SPECTRA[name].double(), seed=4)
     k, m = 3, 200
-    rec = lab.record(A, f, k=k, m=m, z_seed=5)
+    bound = float(SPECTRA[name].min()) * (1 - 1e-3) if bounded else None
+    rec = lab.record(A, f, k=k, m=m, z_seed=5, bound=bound)
     z = torch.randn(k, A.shape[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(5))
     compared = 0
     for tol in (1e-2, 1e-4, 1e-6, 1e-8, 1e-10):
-        _, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True)
-        stop, done = lab.simulate(rec, tol, real=True)
+        _, info = fl.funm_apply(A, z, f, m, tol=tol, return_info=True, eig_lower_bound=bound)
+        stop, done = lab.simulate(rec, tol, real=True, bounded=bounded)
         assert torch.equal(done, info.converged), (tol, done, info.converged)
         assert torch.equal(stop[done], info.steps[done]), (tol, stop, info.steps)
         compared += int(done.sum())

@@ -60,14 +60,18 @@ class FunmInfo(NamedTuple):
 
 def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check=True,
                check_symmetry=False, single=False, progress=None, reducer=None,
-               rule="current"):
+               rule="current", bound=None, strict_bound=True):
     """(X, FunmInfo) with X = f(A) Z for the rows of z (k, n); arguments already validated
     (fastlanczos.krylov.validate.check_arguments). See fastlanczos.funm_apply.
     check_symmetry: probe u'Av = v'Au before the run (one more product); single: matvec
     takes one vector per call (z was 1-D), which the probe needs to know. progress: a
     krylov.progress.Progress (or None) told of every product and check. reducer: a
     sharded.Reducer when z holds this rank's slices of vectors split over ranks.
-    rule="previous": the old stopping rule, for benchmarks (krylov/stopping.py)."""
+    rule="previous": the old stopping rule, for benchmarks (krylov/stopping.py).
+    bound: a lower bound of the operator's spectrum (already checked: a float, positive where
+    f needs a positive definite operator); the error estimate is then the Gauss-Radau one
+    (krylov/radau.py), and a Ritz value below it raises LanczosInputError (strict_bound=False,
+    for bounds derived by the library: clamped below the Ritz values instead)."""
     name, fn, need = resolve(f)
     if check:
         check_finite_input(z, reducer)
@@ -83,7 +87,8 @@ def funm_block(matvec, z, f, m, *, tol=None, reorth="full", check_every=4, check
             progress.step()
         return matvec(V)
 
-    state = Stopping(name, fn, need, tol, z.dtype, check, m, check_every, rule)
+    state = Stopping(name, fn, need, tol, z.dtype, check, m, check_every, rule, bound,
+                     strict_bound)
     on_check = state.on_check
     if progress is not None:
         def on_check(t, j):

@@ -89,4 +89,5 @@ def low_rank_from(sketch, shift, floor=None):
         raise NotPositiveDefiniteError(
             "the Nystrom sketch of this operator is zero or singular and there is no shift: "
             "add a shift (prior precision) or pass floor=")
-    return LowRank(u, (lam + shift).clamp_min(mu), mu, products=sketch.products)
+    return LowRank(u, (lam + shift).clamp_min(mu), mu, products=sketch.products,
+                   sketch_shift=shift)

@@ -2,11 +2,15 @@
 
 import torch
 
+from .radau import radau_estimate
 from .tridiag import tridiag_eigh_unchecked, with_lapack_fallback
 
 
-def solve_projected(fn, alpha, beta, steps, scale, repair=False):
-    """y = f(T) e_1 and the Ritz values for each column's leading steps x steps block.
+def solve_projected(fn, alpha, beta, steps, scale, repair=False, bound=None, beta_next=None):
+    """(y, theta, residual term, attainable term, Gauss-Radau estimate): y = f(T) e_1 and
+    the Ritz values for each column's leading steps x steps block; the estimate (krylov/
+    radau.py) only where a lower bound of the spectrum is given (else None), with beta_next
+    (k,) each column's beta_j.
 
     Columns have different sizes; each T is padded to the common size with a decoupled block
     (off-diagonal 0, diagonal = the column's scale, a positive value so f stays finite). Its
@@ -26,7 +30,9 @@ def solve_projected(fn, alpha, beta, steps, scale, repair=False):
     weights = torch.where(s1 != 0, fn(theta) * s1, 0.0)
     y = torch.where(real, (S @ weights.unsqueeze(2)).squeeze(2), 0.0)
     last = S.gather(1, (steps - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, jj)).squeeze(1)
-    return y, theta, residual_term(fn, theta, s1, last), attainable_term(fn, theta, s1, y)
+    radau = None if bound is None else radau_estimate(fn, a, b, steps, scale, theta, S, y,
+                                                      beta_next, bound)
+    return y, theta, residual_term(fn, theta, s1, last), attainable_term(fn, theta, s1, y), radau
 
 
 def attainable_term(fn, theta, first, y):

@@ -101,6 +101,23 @@ stop itself is unchanged: stopping at the floor would give up accuracy the run s
 where the term is 30x pessimistic.
 Far from the stop, checks follow the sparse schedule below; the fitted rate predicts where
 tol will be met, and every step is checked from LEAD steps ahead of it.
+With a lower bound. Everything above reads how the iterates move, because nothing else is
+known; given mu <= lambda_min (funm_apply's eig_lower_bound: the prior of a GGN + prior),
+the Gauss-Radau estimate of krylov/radau.py estimates the error of y_j from T_j, beta_j and
+mu alone, plateaus included, and it replaces the rule: estimate = RADAU_MARGIN x it, at any
+check (sparse ones too); the window fit's rate still schedules the checks. It is not a
+proven bound: measured against the error it sat at 0.96-0.98x for a long stretch of slow
+decay on a Poisson MLP's GGN (three stops at tol 1e-2 were 1.007-1.034x tol with margin 1),
+and 0.89x on an isolated eigenvalue just above a prior's cluster; RADAU_MARGIN = 1.05 removes
+every stop above tol in the sweeps (benchmarks/stopping_lab.py --bounded, 5 sets) at +23
+to +32 of ~700-800 large oracles late (1.1x: +45 to +58). Real runs, the rule -> the bound,
+large oracles late / mean stop/oracle: tuned on 270 -> 161 of 807 (1.065 -> 1.043), network
+GGNs 428 -> 23 of 1255 (1.066 -> 1.022), unseen networks' GGNs 278 -> 53 of 634 (1.062 ->
+1.025), held-out seeds 10-14 / 70-74 225 / 230 -> 174 / 166 (1.056 -> 1.045); small oracles
+472 -> 365 of 937 tuned on, 56 -> 3 of 56 network GGNs. Where it is weak: a spectrum whose
+isolated smallest eigenvalue is already found ("few outliers"), where the node at mu stands
+for mass the measure no longer has and the estimate is ~100x the error; and a bound far
+below lambda_min (half of it: more late stops than the rule). Fixed m then needs one solve.
 """
 
 import math
@@ -121,6 +138,7 @@ HOLD_STEPS, HOLD_DECAY = 3, 0.5  # the hold: the fits of the last 3 checks, x0.5
 RESIDUAL_SHARE = 0.1  # the floor: this share of the residual estimate (module doc)
 HOLD_CAP = 10.0  # each hold is at most this multiple of the residual estimate (module doc)
 FLOOR_MARGIN = 2.0  # the dtype's floor: this multiple of eps x the conditioning term (module doc)
+RADAU_MARGIN = 1.05  # with a lower bound, the Gauss-Radau estimate times this (module doc)
 RHO = (0.02, 0.998, 490)  # the fit's grid of rates: linspace(0.02, 0.998, 490)
 
 
@@ -133,12 +151,13 @@ def window(steps):
     return max(WINDOW_MIN, int(WINDOW_SHARE * steps))
 
 
-def check_steps(m, every, tolerance_mode):
+def check_steps(m, every, tolerance_mode, bounded=False):
     """Steps (0-based) after which y is recomputed on the sparse schedule. Fixed m: two
-    solves, for the final y and the error estimate. Tolerance: every `every` steps, spaced
-    out to ~j/8 for large j (Stopping adds every step near the predicted stop)."""
+    solves, for the final y and the error estimate (one with a lower bound: the Gauss-Radau
+    estimate needs no earlier iterate). Tolerance: every `every` steps, spaced out to ~j/8
+    for large j (Stopping adds every step near the predicted stop)."""
     if not tolerance_mode:
-        return {s for s in (m - 1 - every, m - 1) if s >= 0}
+        return {s for s in (m - 1 - every, m - 1) if s >= 0 and (s == m - 1 or not bounded)}
     steps, c = {m - 1}, every
     while c < m:
         steps.add(c - 1)
@@ -160,17 +179,24 @@ class Stopping:
     check_at(j) is the schedule the recurrence asks (host-side: the sparse steps, and every
     step from `dense_from` on, which each check updates from the one read it makes)."""
 
-    def __init__(self, name, fn, need, tol, dtype, check, m=1, every=4, rule="current"):
+    def __init__(self, name, fn, need, tol, dtype, check, m=1, every=4, rule="current",
+                 bound=None, strict_bound=True):
         """rule="previous" is the old rule (stop when the change between sparse checks is
-        below tol), kept for benchmarks/bench_stopping.py to measure against."""
+        below tol), kept for benchmarks/bench_stopping.py to measure against. bound: a lower
+        bound of the spectrum (a float), which makes the Gauss-Radau estimate (krylov/
+        radau.py) the error estimate and the stop (module doc, "with a lower bound");
+        strict_bound: a Ritz value below it is an error (validate.py), else it is clamped."""
         self.name, self.fn, self.need, self.tol, self.check = name, fn, need, tol, check
+        self.bound = None if bound is None or rule == "previous" else float(bound)
+        self.strict_bound = strict_bound
+        self.slope = None  # the window fit's log rate per step (the schedule's prediction)
         self.legacy = rule == "previous"
         self.tol_or_default = tol if tol is not None else torch.finfo(dtype).eps ** 0.5
         self.eps = torch.finfo(dtype).eps
         self.floor = 1000 * self.eps  # one-step changes at rounding level
         self.y = self.err = self.min_ritz = self.attainable = None
         self.below_floor = None  # host-side, per column at the last check: attainable > tol
-        self.sparse = check_steps(m, every, tol is not None)
+        self.sparse = check_steps(m, every, tol is not None, self.bound is not None)
         # 0-based step from which every step is checked: from the start (small T are cheap)
         self.dense_from = 0 if tol is not None and not self.legacy else math.inf
         self.prev_j = None
@@ -217,10 +243,11 @@ class Stopping:
 
     def _memory(self):
         return (self.prev_j, self.predicted, self.reported, list(self.holds),
-                list(self.history))
+                list(self.history), self.slope)
 
     def _restore(self, memory):
-        self.prev_j, self.predicted, self.reported, self.holds, self.history = memory
+        (self.prev_j, self.predicted, self.reported, self.holds, self.history,
+         self.slope) = memory
 
     def _schedule(self, j, live, predicted):
         """Check every step from LEAD steps ahead of the earliest predicted stop. Once there,
@@ -240,8 +267,11 @@ class Stopping:
     def _update(self, t, j, repair):
         """Solve, estimate, mark done; returns the predicted (0-based) step where each
         column meets tol (inf where no decay is seen yet)."""
-        y, theta, term, sensitivity = solve_projected(
-            self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps, t.scale, repair=repair)
+        beta_next = None if self.bound is None else \
+            t.beta.gather(1, (t.steps - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+        y, theta, term, sensitivity, radau = solve_projected(
+            self.fn, t.alpha[:, : j + 1], t.beta[:, :j], t.steps, t.scale, repair=repair,
+            bound=self.bound, beta_next=beta_next)
         # an invariant subspace makes y exact, not x: the floor stays (a two-moons GGN +
         # 1e-2 broke down at step 111 with errors of 40x tol 1e-12, reported as 0)
         self.attainable = FLOOR_MARGIN * self.eps * sensitivity
@@ -252,14 +282,17 @@ class Stopping:
         else:
             change = relative_distance(y, self.y)
         if self.tol is None or self.legacy:
-            estimate, predicted = change, inf
-            self.reported = change
-            self.err = change if self.err is None else torch.where(live, change, self.err)
+            # with a bound, fixed m too reports the Gauss-Radau estimate of y_j itself
+            estimate, predicted = (change if radau is None else radau), inf
+            self.reported = estimate
+            self.err = estimate if self.err is None else torch.where(live, estimate, self.err)
         else:
             size = torch.linalg.vector_norm(y, dim=1)
             residual = torch.where(size > 0, t.beta[:, j] * term / size, 0.0)
             estimate, predicted, sparse = self._estimate(j, y, change, inf,
                                                          residual.nan_to_num(0.0))
+            if radau is not None:
+                estimate, predicted, sparse = self._radau_stop(j, radau, inf)
             if self.err is None:
                 self.err = self.reported
             # Without an estimate of y_j the one reported is, at a sparse check, the window's
@@ -296,6 +329,7 @@ class Stopping:
             estimate = 2.0 * change  # too few iterates for a rate yet
         elif len(points) >= MIN_POINTS:
             hold, slope = window_fit(y, j, points, self.floor)
+            self.slope = slope
             estimate = torch.maximum(hold, change) if consecutive else hold
             if j + 1 < EARLY_STEPS:  # measured: 1.12 tol at tol 1e-3 with a 1.5 margin
                 hold, estimate = SHORT_WINDOW_MARGIN * hold, SHORT_WINDOW_MARGIN * estimate
@@ -335,6 +369,19 @@ class Stopping:
         self.history = (self.history + [(j, y)])[-(window(j + 2) + MIN_POINTS):]
         self.prev_j = j
         return estimate, self.predicted, sparse
+
+
+    def _radau_stop(self, j, radau, inf):
+        """With a lower bound: the Gauss-Radau estimate of y_j is the estimate at any check,
+        sparse or not (it needs no earlier iterate); the window fit's rate, where it has one,
+        predicts the step where it meets tol (the schedule of checks)."""
+        radau = RADAU_MARGIN * radau
+        if self.slope is None:
+            return radau, inf, None
+        steps_left = torch.log(self.tol / radau) / self.slope
+        predicted = torch.where(self.slope < 0, j + steps_left.clamp_min(0.0), inf)
+        predicted = torch.where(torch.isnan(predicted), inf, predicted)
+        return radau, predicted, None
 
 
 def window_fit(y, j, points, floor):

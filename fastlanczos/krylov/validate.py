@@ -10,6 +10,7 @@ import math
 import torch
 
 from ..errors import LanczosInputError, NonFiniteError, NotPositiveDefiniteError
+from .matfuncs import resolve
 
 _ADVICE = ("Add damping / prior precision (the shift= argument adds shift*I), or use a "
            "positive semi-definite curvature such as the Gauss-Newton instead of the Hessian.")
@@ -47,6 +48,26 @@ def check_arguments(z, m, tol, shift, reorth, check_every, sharded=False):
     return z.unsqueeze(0) if z.dim() == 1 else z
 
 
+def check_bound(bound, f):
+    """eig_lower_bound as a float (None stays None): finite, and positive where f needs a
+    positive definite operator (its Gauss-Radau node sits at the bound, where f must be
+    finite)."""
+    if bound is None:
+        return None
+    if isinstance(bound, torch.Tensor) and bound.numel() == 1:
+        bound = bound.item()
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+        raise LanczosInputError(f"eig_lower_bound must be a finite number or None, got {bound!r}")
+    name, _, need = resolve(f)
+    if need == "positive" and not bound > 0:
+        raise LanczosInputError(f"eig_lower_bound must be positive for f={name!r} (it needs a "
+                                f"positive definite operator), got {bound!r}")
+    if need == "nonnegative" and bound < 0:
+        raise LanczosInputError(f"eig_lower_bound must be >= 0 for f={name!r} (it needs a "
+                                f"positive semi-definite operator), got {bound!r}")
+    return float(bound)
+
+
 def check_finite_input(z2, reducer=None):
     bad = (~torch.isfinite(z2)).any().double()
     if reducer is not None:  # every rank raises, or none does (else the others would hang)
@@ -78,6 +99,8 @@ def raise_if_invalid(tracker, state, name, need, also=None):
                                 also=done if also is not None else None)
     if need is not None:
         _check_spectrum(ritz, scale, steps, tracker.eps, name, need)
+    if getattr(state, "bound", None) is not None and state.strict_bound:
+        _check_bound(ritz, scale, steps, tracker.eps, state.bound)
     if f_bad.any():
         c = int(f_bad.nonzero()[0])
         raise NonFiniteError(f"f={name!r} gave NaN or inf on the Ritz values of column {c} "
@@ -98,3 +121,17 @@ def _check_spectrum(ritz, scale, steps, eps, name, need):
             f"(column {c}, after {int(steps[c])} Lanczos steps), but f={name!r} needs a {what} "
             f"operator. {_ADVICE} The true smallest eigenvalue is at most the smallest Ritz "
             f"value, so the shift must exceed {abs(float(ritz[c])):.3e}.")
+
+
+def _check_bound(ritz, scale, steps, eps, bound):
+    """Ritz values lie inside the spectrum, so one below the bound (beyond the rounding of
+    the products, ~eps ||A||) proves it is none: its estimate would be too small."""
+    wrong = ritz < bound - 100 * eps * scale
+    if wrong.any():
+        c = int(wrong.nonzero()[0])
+        raise LanczosInputError(
+            f"eig_lower_bound is not a lower bound of the operator's spectrum: column {c} has "
+            f"a Ritz value {float(ritz[c]):.6e} below the bound {bound:.6e} after "
+            f"{int(steps[c])} Lanczos steps (Ritz values lie within the spectrum). Pass a "
+            f"smaller bound, or none (the stopping rule then estimates the error from the "
+            f"iterates' moves).")

@@ -164,6 +164,9 @@ class LaplacePosterior:
         memory_budget: bytes for the sampler's own allocations (basis, work vectors, the
         preconditioner's U; the model and cached Jacobians are outside it): chunks of
         samples, or the two-pass mode, as info.memory_plan says (fastlanczos.inv_root_apply).
+        With tol, a PSD curvature (ggn, ef) and a positive prior, A >= min(prior) I: that
+        bound makes the stop the Gauss-Radau one (fastlanczos.funm_apply's
+        eig_lower_bound; README, "Stopping with a lower bound"); the Hessian has none.
         """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
@@ -172,10 +175,18 @@ class LaplacePosterior:
         m = min(self.n, 200) if m is None else m  # m=0 is an error, not the default
         pre = self._preconditioner(precondition, z, tol, memory_budget)
         x, info = gaussian_sample(self.precision_vp, z, m, tol=tol, precondition=pre,
-                                  progress=progress, memory_budget=memory_budget)
+                                  progress=progress, memory_budget=memory_budget,
+                                  eig_lower_bound=self.spectrum_floor())
         self.last_info = info
         samples = self.theta_hat + x
         return (samples, info) if return_info else samples
+
+    def spectrum_floor(self):
+        """A lower bound of A's eigenvalues, or None: min(prior) where the curvature is PSD
+        (the GGN and the empirical Fisher are; the Hessian need not be)."""
+        if self.curvature == "hessian" or not self._prior_floor > 0:
+            return None
+        return self._prior_floor
 
     def _preconditioner(self, precondition, z, tol, memory_budget=None):
         """A preconditioner object (or None) for precondition=, see sample()."""

@@ -23,13 +23,14 @@ def with_prior(hvp, prior):
 
 
 def gaussian_sample(hvp, z, m, *, tol=None, precondition=None, reorth="full", progress=False,
-                    memory_budget=None):
+                    memory_budget=None, eig_lower_bound=None):
     """(x, info): x = A^{-1/2} z, or with a preconditioner object (krylov.precondition;
-    None: none) x = G (G A G)^{-1/2} z. Both have covariance A^{-1}."""
+    None: none) x = G (G A G)^{-1/2} z. Both have covariance A^{-1}. eig_lower_bound: b with
+    A >= b I, or None (fastlanczos.inv_root_apply)."""
     try:
         return inv_root_apply(hvp, z, m, tol=tol, reorth=reorth, precondition=precondition,
                               progress=progress, memory_budget=memory_budget,
-                              return_info=True)
+                              return_info=True, eig_lower_bound=eig_lower_bound)
     except NotPositiveDefiniteError as err:
         raise NotPositiveDefiniteError(f"{err}; {ADVICE}") from err
 
