@@ -244,3 +244,41 @@ def test_preconditioned_bounded_sampling_meets_tol():
     assert float(err.max()) <= 1e-8 * 10  # tol is on G^-1 x; ||G|| ||G^-1 x|| / ||x|| ~ 1-10
     quad = torch.einsum("kn,nm,km->k", x, A, x)
     assert torch.allclose(quad, (z * z).sum(dim=1), rtol=1e-6)
+
+
+def test_a_derived_bound_the_ritz_values_disprove_goes_back_to_the_rule():
+    """A bound the library derived (strict_bound=False: a float32 sketch's, whose rounding
+    can put it above lambda_min) is clamped, not an error; once the Ritz values fall below
+    it, the rule decides for that column, and the stop meets tol."""
+    from fastlanczos.krylov.funm import funm_block
+    from fastlanczos.operators import as_block_matvec
+    A, low = operator("logspace", seed=19)
+    z = torch.randn(3, A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(20))
+    _, ref = error_curve(A, z, "inv_sqrt", 1)
+    for tol in (1e-6, 1e-9):
+        x, info = funm_block(as_block_matvec(A, z, 0.0), z, "inv_sqrt", 299, tol=tol,
+                             bound=5 * low, strict_bound=False)
+        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        assert float(info.min_ritz.max()) < 5 * low  # the bound was disproved in every column
+        assert bool(info.converged.all()) and float(err.max()) <= tol, (tol, err)
+    with pytest.raises(LanczosInputError, match="not a lower bound"):
+        funm_block(as_block_matvec(A, z, 0.0), z, "inv_sqrt", 299, tol=1e-6, bound=5 * low)
+
+
+def test_a_float32_sketch_lowers_its_bound_by_its_rounding():
+    """The sketch's rounding can put P above A by ~r eps ||P|| / mu (krylov/precondition.py):
+    the bound is lowered by half of r eps ||P|| / mu, and there is none past 25%."""
+    n, s = 300, 1.0
+    ev = torch.cat([torch.zeros(n - 40), torch.logspace(0, 4, 40)]).double()
+    B = spd_from_spectrum(ev, seed=21)[0]
+    bounds = {}
+    for dtype, prior in ((torch.float64, s), (torch.float32, s), (torch.float32, 1e-3)):
+        pre = fl.nystrom_preconditioner(B.to(dtype), n, rank=64, shift=prior,
+                                        generator=torch.Generator().manual_seed(22))
+        bounds[dtype, prior] = pre.lower_bound(prior)
+        term = 0.5 * 64 * torch.finfo(dtype).eps * pre.top / pre.mu
+        if term <= 0.25:
+            assert bounds[dtype, prior] == pytest.approx((1 - 1e-3 - term), rel=1e-12)
+    assert bounds[torch.float64, s] > 0.998
+    assert 0.9 < bounds[torch.float32, s] < bounds[torch.float64, s]
+    assert bounds[torch.float32, 1e-3] is None  # ||P|| / mu = 1e7: no bound

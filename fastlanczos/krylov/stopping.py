@@ -292,7 +292,8 @@ class Stopping:
             estimate, predicted, sparse = self._estimate(j, y, change, inf,
                                                          residual.nan_to_num(0.0))
             if radau is not None:
-                estimate, predicted, sparse = self._radau_stop(j, radau, inf)
+                estimate, predicted, sparse = self._radau_stop(
+                    j, radau, inf, (estimate, predicted, sparse), theta.min(dim=1).values)
             if self.err is None:
                 self.err = self.reported
             # Without an estimate of y_j the one reported is, at a sparse check, the window's
@@ -371,17 +372,26 @@ class Stopping:
         return estimate, self.predicted, sparse
 
 
-    def _radau_stop(self, j, radau, inf):
+    def _radau_stop(self, j, radau, inf, rule, low):
         """With a lower bound: the Gauss-Radau estimate of y_j is the estimate at any check,
         sparse or not (it needs no earlier iterate); the window fit's rate, where it has one,
-        predicts the step where it meets tol (the schedule of checks)."""
+        predicts the step where it meets tol (the schedule of checks). rule: what the rule
+        decided at this check, (estimate, predicted, sparse), which a column whose Ritz
+        values went below a bound the library derived (not strict) goes back to: that bound
+        was off (a float32 sketch's rounding), and an estimate from it can be far too low
+        (4.2x tol measured). Ritz values only fall with j, so the switch is for good."""
         radau = RADAU_MARGIN * radau
-        if self.slope is None:
-            return radau, inf, None
-        steps_left = torch.log(self.tol / radau) / self.slope
-        predicted = torch.where(self.slope < 0, j + steps_left.clamp_min(0.0), inf)
-        predicted = torch.where(torch.isnan(predicted), inf, predicted)
-        return radau, predicted, None
+        predicted = inf
+        if self.slope is not None:
+            steps_left = torch.log(self.tol / radau) / self.slope
+            predicted = torch.where(self.slope < 0, j + steps_left.clamp_min(0.0), inf)
+            predicted = torch.where(torch.isnan(predicted), inf, predicted)
+        if self.strict_bound:
+            return radau, predicted, None
+        off = low < self.bound
+        estimate, rule_predicted, sparse = rule
+        return (torch.where(off, estimate, radau), torch.where(off, rule_predicted, predicted),
+                None if sparse is None else torch.where(off, sparse, radau))
 
 
 def window_fit(y, j, points, floor):
