@@ -30,7 +30,9 @@ SYMPTOMS = (NotPositiveDefiniteError, NonFiniteError, TridiagonalConvergenceErro
 class FunmInfo(NamedTuple):
     """Per-column diagnostics (tensors on z's device; 0-dim for a single vector z).
 
-    steps: size of each column's tridiagonal; error_estimate: with tol, the estimated
+    steps: size of each column's tridiagonal; error_estimate: with a lower bound of the
+    spectrum (eig_lower_bound), the Gauss-Radau estimate of the returned x's relative error
+    (krylov/radau.py) times 1.05, with or without tol; else, with tol, the estimated
     relative error of the returned x (from its distances to earlier checked iterates, see
     krylov/stopping.py; where no estimate exists yet, the change since the previous check,
     or at a dense check the larger of that and the last one); without tol, the relative

@@ -283,7 +283,7 @@ class Stopping:
             change = relative_distance(y, self.y)
         if self.tol is None or self.legacy:
             # with a bound, fixed m too reports the Gauss-Radau estimate of y_j itself
-            estimate, predicted = (change if radau is None else radau), inf
+            estimate, predicted = (change if radau is None else RADAU_MARGIN * radau), inf
             self.reported = estimate
             self.err = estimate if self.err is None else torch.where(live, estimate, self.err)
         else:
