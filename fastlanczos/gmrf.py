@@ -47,6 +47,8 @@ def sample_gaussian(precision, num_samples, *, mean=None, m=None, tol=1e-6, dtyp
     return_info: also return the FunmInfo (torch tensors).
     eig_lower_bound: b > 0 with precision >= b I where known (e.g. the nugget of Q = L + tau I,
     L a graph Laplacian: tau): the stop is then the Gauss-Radau one (fastlanczos.funm_apply).
+    On grid GMRFs it gains little (-20% to +7% steps measured, 12x12 to 100x100, tol 1e-3
+    and 1e-6): tau is an isolated eigenvalue there, which the estimate overweights once found.
     """
     kind = _family(precision, mean)
     n = _size(precision, mean)
