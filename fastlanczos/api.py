@@ -49,7 +49,7 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     estimate (info.error_estimate, and the stop with tol) is then the Gauss-Radau one
     (krylov/radau.py): the error of the current iterate from T alone, near the actual error
     even on plateaus, so runs stop within a step or two of the fewest steps that meet tol
-    (README, "Stopping with a lower bound"). A Ritz value below b raises LanczosInputError.
+    (README, "Stopping at a tolerance"). A Ritz value below b raises LanczosInputError.
     """
     _check_sharded_operator(hvp, shard_group)
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)

@@ -118,6 +118,9 @@ GGNs 428 -> 23 of 1255 (1.066 -> 1.022), unseen networks' GGNs 278 -> 53 of 634 
 isolated smallest eigenvalue is already found ("few outliers"), where the node at mu stands
 for mass the measure no longer has and the estimate is ~100x the error; and a bound far
 below lambda_min (half of it: more late stops than the rule). Fixed m then needs one solve.
+A bound the library derived (strict_bound=False: G A G's from a float32 sketch, which
+rounding can put above lambda_min) is not an error when a Ritz value falls below it: that
+column goes back to the rule, whose state is kept at every check anyway.
 """
 
 import math
