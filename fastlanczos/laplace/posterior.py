@@ -166,7 +166,7 @@ class LaplacePosterior:
         samples, or the two-pass mode, as info.memory_plan says (fastlanczos.inv_root_apply).
         With tol, a PSD curvature (ggn, ef) and a positive prior, A >= min(prior) I: that
         bound makes the stop the Gauss-Radau one (fastlanczos.funm_apply's
-        eig_lower_bound; README, "Stopping with a lower bound"); the Hessian has none.
+        eig_lower_bound; README, "Stopping at a tolerance"); the Hessian has none.
         """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
