@@ -16,7 +16,7 @@ to stopping.py is then measured on all sets in a few minutes of CPU.
     PYTHONPATH=. python benchmarks/stopping_lab.py record SET [--out DIR]   # SET: tuned,
         unseen, networks, or held<first seed> (e.g. held70); one file per set
     PYTHONPATH=. python benchmarks/stopping_lab.py show SET... [--real] [--cases] [--out DIR]
-        [--bounded]   # with each operator's known lower bound (bench_stopping_sweep.
+        [--bounded]   # with each operator's known lower bound (bench_stopping.
                       # known_bound): the Gauss-Radau stop; operators without one left out
 """
 
@@ -29,13 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_stopping_sweep import (  # noqa: E402
-    TOLS,
-    known_bound,
-    quiet_floor,
-    summary,
-    sweep_cases,
-)
+from bench_stopping import known_bound  # noqa: E402
+from bench_stopping_sweep import TOLS, quiet_floor, summary, sweep_cases  # noqa: E402
 from conftest import DENSE_FNS, dense_funm  # noqa: E402
 
 import fastlanczos as fl  # noqa: E402

@@ -30,8 +30,8 @@ def solve_projected(fn, alpha, beta, steps, scale, repair=False, bound=None, bet
     weights = torch.where(s1 != 0, fn(theta) * s1, 0.0)
     y = torch.where(real, (S @ weights.unsqueeze(2)).squeeze(2), 0.0)
     last = S.gather(1, (steps - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, jj)).squeeze(1)
-    radau = None if bound is None else radau_estimate(fn, a, b, steps, scale, theta, S, y,
-                                                      beta_next, bound)
+    radau = None if bound is None else radau_estimate(fn, a, b, steps, scale, theta, S, last,
+                                                      y, beta_next, bound)
     return y, theta, residual_term(fn, theta, s1, last), attainable_term(fn, theta, s1, y), radau
 
 

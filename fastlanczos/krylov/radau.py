@@ -37,13 +37,14 @@ from .tridiag import tridiag_eigh_unchecked
 RELATIVE_GAP, ROUNDING_GAP = 1e-6, 1e3
 
 
-def radau_estimate(fn, alpha, beta, steps, scale, theta, S, y, beta_next, bound):
+def radau_estimate(fn, alpha, beta, steps, scale, theta, S, last, y, beta_next, bound):
     """(k,) relative Gauss-Radau estimate per column (module doc), float64.
 
     alpha (k, J), beta (k, J - 1): each column's T padded to J as in solve_projected (steps:
-    its real size); theta, S, y: that solve's Ritz values, eigenvectors and f(T) e_1;
-    beta_next (k,): beta_j, the coupling to v_{j+1}; bound: mu, a float."""
-    k, jj = alpha.shape
+    its real size; scale: its padding value); theta, S, last, y: that solve's Ritz values,
+    eigenvectors, their row at the column's last step and f(T) e_1; beta_next (k,): beta_j,
+    the coupling to v_{j+1}; bound: mu, a float. A non-finite beta_j gives inf (no stop)."""
+    jj = alpha.shape[1]
     dev = alpha.device
     eps = torch.finfo(torch.float64).eps
     real = torch.arange(jj, device=dev) < steps.unsqueeze(1)
@@ -52,26 +53,23 @@ def radau_estimate(fn, alpha, beta, steps, scale, theta, S, y, beta_next, bound)
     gap = torch.maximum(RELATIVE_GAP * low.abs(), ROUNDING_GAP * eps * top.abs())
     # filled on the device: a host-to-device copy would synchronize on CUDA
     mu = torch.minimum(torch.full_like(low, float(bound)), low - gap)
-    last = S.gather(1, (steps - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, jj)).squeeze(1)
     # (T_j - mu) d = beta_j^2 e_j, and T~'s new diagonal entry is mu + d_j (padding: last = 0)
     border = mu + beta_next ** 2 * (last * last / (theta - mu.unsqueeze(1))).sum(dim=1)
-    size = jj + 1
-    idx = torch.arange(size, device=dev)
+    finite = torch.isfinite(border) & torch.isfinite(beta_next)
     pad = torch.where(scale > 0, scale, 1.0).unsqueeze(1)
-    a = torch.nn.functional.pad(alpha, (0, 1))
-    a = torch.where(idx < steps.unsqueeze(1), a,
-                    torch.where(idx == steps.unsqueeze(1), border.unsqueeze(1), pad))
-    b = torch.nn.functional.pad(beta, (0, 1))
+    idx = torch.arange(jj + 1, device=dev)
+    at = steps.unsqueeze(1)
+    a = torch.where(idx < at, torch.nn.functional.pad(alpha, (0, 1)),
+                    torch.where((idx == at) & finite.unsqueeze(1), border.unsqueeze(1), pad))
     b_idx = idx[:-1]
-    b = torch.where(b_idx < (steps - 1).unsqueeze(1), b,
-                    torch.where(b_idx == (steps - 1).unsqueeze(1), beta_next.unsqueeze(1), 0.0))
-    a = torch.where(torch.isfinite(a), a, pad)
-    b = torch.where(torch.isfinite(b), b, 0.0)
+    b = torch.where(b_idx < at - 1, torch.nn.functional.pad(beta, (0, 1)),
+                    torch.where((b_idx == at - 1) & finite.unsqueeze(1),
+                                beta_next.unsqueeze(1), 0.0))
     theta_t, S_t = tridiag_eigh_unchecked(a, b)
     first = S_t[:, 0, :]
     weights = torch.where(first != 0, fn(theta_t) * first, 0.0)
-    y_t = torch.where(idx <= steps.unsqueeze(1), (S_t @ weights.unsqueeze(2)).squeeze(2), 0.0)
+    y_t = torch.where(idx <= at, (S_t @ weights.unsqueeze(2)).squeeze(2), 0.0)
     diff = torch.linalg.vector_norm(y_t - torch.nn.functional.pad(y, (0, 1)), dim=1)
     norm = torch.linalg.vector_norm(y, dim=1)
     estimate = torch.where(norm > 0, diff / norm, diff)
-    return torch.where(torch.isnan(estimate), torch.inf, estimate)
+    return torch.where(finite & ~torch.isnan(estimate), estimate, torch.inf)

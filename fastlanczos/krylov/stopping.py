@@ -284,6 +284,7 @@ class Stopping:
             change = torch.where(t.znorm > 0, 1.0, 0.0).double()  # change from the zero guess
         else:
             change = relative_distance(y, self.y)
+        low = theta.min(dim=1).values
         if self.tol is None or self.legacy:
             # with a bound, fixed m too reports the Gauss-Radau estimate of y_j itself
             estimate, predicted = (change if radau is None else RADAU_MARGIN * radau), inf
@@ -296,7 +297,7 @@ class Stopping:
                                                          residual.nan_to_num(0.0))
             if radau is not None:
                 estimate, predicted, sparse = self._radau_stop(
-                    j, radau, inf, (estimate, predicted, sparse), theta.min(dim=1).values)
+                    j, radau, inf, (estimate, predicted, sparse), low)
             if self.err is None:
                 self.err = self.reported
             # Without an estimate of y_j the one reported is, at a sparse check, the window's
@@ -309,7 +310,7 @@ class Stopping:
             self.err = torch.where(live, torch.where(torch.isinf(estimate), held, estimate),
                                    self.err)
         self.err = torch.where(t.broken, 0.0, self.err)
-        self.y, self.min_ritz = y, theta.min(dim=1).values
+        self.y, self.min_ritz = y, low
         if self.tol is not None:
             stops = self.err if self.legacy else torch.where(t.broken, 0.0, estimate)
             t.done |= stops <= self.tol  # NaN (an unsolved T) never counts as converged
@@ -373,7 +374,6 @@ class Stopping:
         self.history = (self.history + [(j, y)])[-(window(j + 2) + MIN_POINTS):]
         self.prev_j = j
         return estimate, self.predicted, sparse
-
 
     def _radau_stop(self, j, radau, inf, rule, low):
         """With a lower bound: the Gauss-Radau estimate of y_j is the estimate at any check,

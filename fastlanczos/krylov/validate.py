@@ -99,7 +99,7 @@ def raise_if_invalid(tracker, state, name, need, also=None):
                                 also=done if also is not None else None)
     if need is not None:
         _check_spectrum(ritz, scale, steps, tracker.eps, name, need)
-    if getattr(state, "bound", None) is not None and state.strict_bound:
+    if state.bound is not None and state.strict_bound:
         _check_bound(ritz, scale, steps, tracker.eps, state.bound)
     if f_bad.any():
         c = int(f_bad.nonzero()[0])
