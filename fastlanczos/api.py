@@ -50,15 +50,38 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     (krylov/radau.py): the error of the current iterate from T alone, near the actual error
     even on plateaus, so runs stop within a step or two of the fewest steps that meet tol
     (README, "Stopping at a tolerance"). A Ritz value below b raises LanczosInputError.
+    Without it, a closure from ggn_vp (of a convex loss) or ef_vp with shift > 0 gets shift
+    as its bound (derived_bound).
     """
     _check_sharded_operator(hvp, shard_group)
+    hvp_user = hvp
     hvp, z, restore = adapt(hvp, z)  # NumPy/SciPy/CuPy in, the same out (info stays torch)
     z2 = check_arguments(z, m, tol, shift, reorth, check_every, shard_group is not None)
     reducer = _reducer(shard_group, z2, m, tol, reorth, check_every)
+    bound, strict = derived_bound(hvp_user, f, shift, eig_lower_bound)
     matvec = as_block_matvec(hvp, z, float(shift))
     x, info = _run(matvec, z, z2, f, m, tol, reorth, check_every, check, check_symmetry,
-                   progress, reducer=reducer, bound=check_bound(eig_lower_bound, f))
+                   progress, reducer=reducer, bound=bound, strict_bound=strict)
     return (restore(x), info) if return_info else restore(x)
+
+
+# the functions whose Gauss-Radau estimate krylov/radau.py derives (Stieltjes-type)
+RADAU_FUNCTIONS = ("inv_sqrt", "inv", "log", "sqrt")
+
+
+def derived_bound(hvp, f, shift, eig_lower_bound):
+    """(bound, strict) for the stopping estimate: the user's eig_lower_bound, checked (strict:
+    a Ritz value below it is an error); else shift, where hvp is a curvature the library
+    built PSD (ggn_vp of a convex loss and ef_vp set hvp.psd) and shift > 0, since then
+    A + shift I >= shift I. That one is derived, so not strict: the products' rounding can
+    put eigenvalues a little below it, and a column whose Ritz values go below it goes back
+    to the stopping rule."""
+    if eig_lower_bound is not None:
+        return check_bound(eig_lower_bound, f), True
+    if getattr(hvp, "psd", False) is True and isinstance(f, str) and f in RADAU_FUNCTIONS \
+            and float(shift) > 0:
+        return float(shift), False
+    return None, True
 
 
 def _check_sharded_operator(hvp, shard_group):
@@ -129,7 +152,8 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     eig_lower_bound: b with A + shift I >= b I, as for funm_apply. With a preconditioner the
     bound of G (A + shift I) G is the preconditioner's lower_bound(b) (krylov/precondition.py:
     a Nystrom sketch of a PSD hvp, made for this shift, gives ~1; the others, and objects
-    without lower_bound, give none, and the stopping rule decides).
+    without lower_bound, give none, and the stopping rule decides). Without it, ggn_vp's and
+    ef_vp's closures with shift > 0 take shift (funm_apply).
     Other arguments, errors and info as funm_apply; info.preconditioner_rank and
     info.preconditioner_products report the sketch's rank and the vector products it cost
     (rank 0 and the probe's products where "auto" declined).
@@ -162,7 +186,7 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
     held = applied.u.numel() * itemsize if hasattr(applied, "u") else 0
     chosen = plan(k, n, m, itemsize, memory_budget, reorth, fixed=held)
     op = matvec if applied is None else preconditioned(matvec, applied)
-    bound = check_bound(eig_lower_bound, "inv_sqrt")
+    bound, strict = derived_bound(hvp_user, "inv_sqrt", shift, eig_lower_bound)
     if bound is not None and applied is not None:
         bound = applied.lower_bound(bound) if callable(getattr(applied, "lower_bound", None)) \
             else None
@@ -171,7 +195,7 @@ def inv_root_apply(hvp, z, m, *, precondition=None, tol=None, shift=0.0, reorth=
         rows = z2[start:start + chosen.chunk]
         parts.append(_run(op, z, rows, "inv_sqrt", m, tol, chosen.reorth, check_every, check,
                           check_symmetry, progress, pre, reducer, bound,
-                          strict_bound=applied is None))
+                          strict_bound=strict and applied is None))
     y, info = parts[0] if len(parts) == 1 else _joined(parts)
     info = info._replace(memory_plan=chosen.describe(k))
     if applied is not None:

@@ -31,7 +31,9 @@ def ef_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None)
             out.addmm_(V @ G.T, G)
         return out
 
-    return prob.wrap(block)
+    hvp = prob.wrap(block)
+    hvp.psd = True  # a sum of g g^T, whatever the loss (read as in ggn_vp)
+    return hvp
 
 
 def ef_diagonal(model, loss_fn, data, *, params=None, reduction=None, batch_size=None):

@@ -138,7 +138,31 @@ def ggn_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None
     hvp = prob.wrap(block)
     hvp.diagonal = diagonal
     hvp.cached = cache
+    # the entry points read .psd: with shift > 0 and no eig_lower_bound, shift bounds the
+    # spectrum of GGN + shift I (fastlanczos/api.py derived_bound)
+    hvp.psd = convex_in_outputs(loss_fn)
     return hvp
+
+
+# Losses whose Hessian in the model's outputs is PSD for every target, so J^T H J is too:
+# the GGN of any other loss (a callable, GaussianNLLLoss in its variance, negative class
+# weights) may be indefinite, and is not marked.
+CONVEX_LOSSES = (torch.nn.CrossEntropyLoss, torch.nn.MSELoss, torch.nn.BCEWithLogitsLoss,
+                 torch.nn.NLLLoss, torch.nn.PoissonNLLLoss)
+
+
+def convex_in_outputs(loss_fn):
+    """Whether loss_fn is one of CONVEX_LOSSES with non-negative weights (PoissonNLLLoss with
+    log_input=True only: with rates as inputs it is convex only where they are positive)."""
+    if not isinstance(loss_fn, CONVEX_LOSSES):
+        return False
+    if isinstance(loss_fn, torch.nn.PoissonNLLLoss) and not loss_fn.log_input:
+        return False
+    for name in ("weight", "pos_weight"):
+        w = getattr(loss_fn, name, None)
+        if w is not None and not bool((w >= 0).all()):
+            return False
+    return True
 
 
 def number_of_examples(data):

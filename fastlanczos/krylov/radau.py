@@ -43,7 +43,8 @@ def radau_estimate(fn, alpha, beta, steps, scale, theta, S, last, y, beta_next, 
     alpha (k, J), beta (k, J - 1): each column's T padded to J as in solve_projected (steps:
     its real size; scale: its padding value); theta, S, last, y: that solve's Ritz values,
     eigenvectors, their row at the column's last step and f(T) e_1; beta_next (k,): beta_j,
-    the coupling to v_{j+1}; bound: mu, a float. A non-finite beta_j gives inf (no stop)."""
+    the coupling to v_{j+1}; bound: mu, a float or (k,) per column. A non-finite beta_j gives
+    inf (no stop)."""
     jj = alpha.shape[1]
     dev = alpha.device
     eps = torch.finfo(torch.float64).eps
@@ -52,7 +53,8 @@ def radau_estimate(fn, alpha, beta, steps, scale, theta, S, last, y, beta_next, 
     top = torch.where(real, theta, -torch.inf).amax(dim=1)
     gap = torch.maximum(RELATIVE_GAP * low.abs(), ROUNDING_GAP * eps * top.abs())
     # filled on the device: a host-to-device copy would synchronize on CUDA
-    mu = torch.minimum(torch.full_like(low, float(bound)), low - gap)
+    given = bound if isinstance(bound, torch.Tensor) else torch.full_like(low, float(bound))
+    mu = torch.minimum(given, low - gap)
     # (T_j - mu) d = beta_j^2 e_j, and T~'s new diagonal entry is mu + d_j (padding: last = 0)
     border = mu + beta_next ** 2 * (last * last / (theta - mu.unsqueeze(1))).sum(dim=1)
     finite = torch.isfinite(border) & torch.isfinite(beta_next)

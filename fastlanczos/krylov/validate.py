@@ -123,10 +123,20 @@ def _check_spectrum(ritz, scale, steps, eps, name, need):
             f"value, so the shift must exceed {abs(float(ritz[c])):.3e}.")
 
 
+# Ritz values this far (times eps ||A||) below a bound are rounding of the products, not
+# proof that it is none
+BOUND_ROUNDING = 100
+
+
+def below_bound(ritz, scale, eps, bound):
+    """Where a Ritz value lies below the bound beyond the products' rounding: the bound is
+    then proven wrong (Ritz values lie inside the spectrum)."""
+    return ritz < bound - BOUND_ROUNDING * eps * scale
+
+
 def _check_bound(ritz, scale, steps, eps, bound):
-    """Ritz values lie inside the spectrum, so one below the bound (beyond the rounding of
-    the products, ~eps ||A||) proves it is none: its estimate would be too small."""
-    wrong = ritz < bound - 100 * eps * scale
+    """A Ritz value below the bound proves it is none: its estimate would be too small."""
+    wrong = below_bound(ritz, scale, eps, bound)
     if wrong.any():
         c = int(wrong.nonzero()[0])
         raise LanczosInputError(
