@@ -129,3 +129,34 @@ def test_float32_closures_meet_tol_against_their_own_operator(kind, shift):
                                              **kw)
             err = relative_error(xx, ref)[info.converged]
             assert bool((err <= tol).all()), (kind, shift, tol, kw, err)
+
+
+def test_a_bound_the_rounding_leaves_no_room_under_goes_back_to_the_rule():
+    """float32, prior 1e-5 under ||A|| = 100: the node, 3 eps ||A|| below the bound, would sit
+    below 0 where x^-1/2 has no value; those columns stop on the rule (before: 207 steps
+    against the rule's 155, no estimate ever finite)."""
+    from conftest import spd_from_spectrum
+    ev = torch.cat([torch.full((100,), 1e-5), torch.logspace(-1, 2, 200)]).double()
+    A = spd_from_spectrum(ev, seed=1)[0].float()
+    z = torch.randn(2, 300, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # tol far below float32's floor here
+        runs = [fl.inv_sqrt_apply(A, z, 299, tol=1e-2, return_info=True, **kw)[1]
+                for kw in ({}, {"eig_lower_bound": 1e-5})]
+    assert torch.equal(runs[0].steps, runs[1].steps)
+    assert bool((runs[1].steps < 299).all())
+
+
+def test_the_float32_closures_benchmark_runs_and_says_what_it_measured():
+    """benchmarks/bench_float32_closures.py on one prior: the derived bound's stops meet tol
+    and come earlier on average than the rule's (README, its table)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_float32_closures import rows_for
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rule, bound = rows_for("GGN", 1.0, torch.float32)
+    assert len(rule) == len(bound) > 50
+    assert max(e for e, _, _ in bound) <= 1.0
+    assert sum(r for _, r, _ in bound) < sum(r for _, r, _ in rule)

@@ -396,15 +396,17 @@ class Stopping:
         values went below a bound the library derived (not strict) goes back to (off: where
         they did, beyond the products' rounding): that bound was off (a float32 sketch's
         rounding), and an estimate from it can be far too low (4.2x tol measured). Ritz
-        values only fall with j, so the switch is for good."""
+        values only fall with j, so the switch is for good. Any column without an estimate
+        (inf: the node, lowered by the operator's rounding, left no room above 0 for f) goes
+        back to the rule too, or a float32 run with a tiny prior would never stop."""
         radau = RADAU_MARGIN * radau
         predicted = inf
         if self.slope is not None:
             steps_left = torch.log(self.tol / radau) / self.slope
             predicted = torch.where(self.slope < 0, j + steps_left.clamp_min(0.0), inf)
             predicted = torch.where(torch.isnan(predicted), inf, predicted)
-        if self.strict_bound:
-            return radau, predicted, None
+        none = ~torch.isfinite(radau)
+        off = none if self.strict_bound else off | none
         estimate, rule_predicted, sparse = rule
         return (torch.where(off, estimate, radau), torch.where(off, rule_predicted, predicted),
                 None if sparse is None else torch.where(off, sparse, radau))
