@@ -220,6 +220,7 @@ def partial_and_stop(cfg):
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     _stop_vs_oracle(cfg, dev)
+    _derived_bound(dev)
 
 
 def _masked_kernel(cfg, dev):
@@ -363,6 +364,46 @@ def _floor_of_float32(A, z, ref, m):
               f"{float((info.error_estimate.double() / err).min()):>8.2f}")
 
 
+def _derived_bound(dev):
+    """A float32 ggn_vp closure (cross-entropy MLP) with shift > 0 and no eig_lower_bound:
+    the shift is its bound (fastlanczos/api.py derived_bound, the node 3 eps ||A|| lower);
+    against the rule (the closure in a lambda). Reference: the closure's own operator,
+    float64 eigh."""
+    import warnings
+
+    import torch
+
+    import fastlanczos as fl
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.Tanh(),
+                              torch.nn.Linear(6, 4)).to(dev)
+    x, y = torch.randn(200, 8, device=dev), torch.randint(0, 4, (200,), device=dev)
+    ggn = fl.ggn_vp(net, torch.nn.CrossEntropyLoss(reduction="sum"), (x, y))
+    n = ggn.num_params
+    A = ggn(torch.eye(n, device=dev)).double()
+    A = (A + A.T) / 2
+    z = torch.randn(4, n, device=dev)
+    print(f"\nderived bound: float32 ggn_vp closure (n = {n}) + shift, 4 columns; "
+          f"{'shift':>6} {'tol':>6} {'rule stop':>9} {'rule err/tol':>12} {'bound stop':>10} "
+          f"{'bound err/tol':>13}")
+    for shift in (1e-2, 1.0):
+        w, Q = torch.linalg.eigh(A + shift * torch.eye(n, dtype=torch.float64, device=dev))
+        ref = (Q @ (w.rsqrt().unsqueeze(1) * (Q.T @ z.double().T))).T
+        for tol in (1e-2, 1e-3):
+            cells = []
+            for op in (lambda V: ggn(V), ggn):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    xx, info = fl.inv_sqrt_apply(op, z, n, tol=tol, shift=shift,
+                                                 return_info=True)
+                err = (xx.double() - ref).norm(dim=1) / ref.norm(dim=1)
+                met = err[info.converged]
+                cells.append((int(info.steps.max()), float(met.max()) / tol if met.numel()
+                              else float("nan")))
+            print(f"{'':66s} {shift:>6g} {tol:>6.0e} {cells[0][0]:>9} {cells[0][1]:>12.2f} "
+                  f"{cells[1][0]:>10} {cells[1][1]:>13.2f}")
+
+
 def laplace_end_to_end(cfg):
     """LaplacePosterior on the GPU from the user's side: build (GGN, cached Jacobians when
     they fit), sample (precondition="auto"), GLM/probit predictive, marglik prior."""
@@ -414,15 +455,21 @@ def _sync_check(cfg):
     z = torch.randn(cfg.k, n, device=cfg.device)
     fl.inv_sqrt_apply(hvp, z, 16, check=False)  # warm-up: lazy initialization may sync
     what = f"fixed m = {cfg.m}, k = {cfg.k}, check=False"
+
+    def marked(V):  # a closure marked PSD, as ggn_vp's: shift becomes its derived bound
+        return hvp(V)
+    marked.psd = True
     if cfg.device == "cuda":
         torch.cuda.set_sync_debug_mode("error")
         try:
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False, eig_lower_bound=1e-3)
+            fl.inv_sqrt_apply(marked, z, cfg.m, check=False, shift=1e-3)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        print(f"{what}, also with eig_lower_bound (the Gauss-Radau estimate): zero host "
-              f"synchronizations (CUDA sync debug mode 'error')")
+        print(f"{what}, also with eig_lower_bound and with a bound derived "
+              f"from shift (the Gauss-Radau estimate): zero host synchronizations "
+              f"(CUDA sync debug mode 'error')")
         return
     sys.path.insert(0, str(ROOT / "tests"))
     from host_sync import HostSyncProbe
@@ -434,10 +481,12 @@ def _sync_check(cfg):
         with HostSyncProbe() as probe:
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False)
             fl.inv_sqrt_apply(hvp, z, cfg.m, check=False, eig_lower_bound=1e-3)
+            fl.inv_sqrt_apply(marked, z, cfg.m, check=False, shift=1e-3)
     finally:
         reorth.branch_on_mask = branch
-    print(f"{what}, also with eig_lower_bound (the Gauss-Radau estimate): {probe.count} host "
-          f"reads counted by tests/host_sync.py {probe.events}")
+    print(f"{what}, also with eig_lower_bound and with a bound derived from shift (the "
+          f"Gauss-Radau estimate): {probe.count} host reads counted by tests/host_sync.py "
+          f"{probe.events}")
     if probe.count:
         raise RuntimeError("the fixed-m run reads from the device")
 

@@ -23,5 +23,6 @@ def test_gpu_check_smoke_run_completes(tmp_path):
                    "0 host reads counted", "GGN cached Jacobians", "memory_budget",
                    "predictive glm/probit", "reorth_step_masked", "three_term_step",
                    "keeps the given beta: True",
-                   "tolerance stop", "bound stop", "also with eig_lower_bound"):
+                   "tolerance stop", "bound stop", "also with eig_lower_bound",
+                   "derived bound: float32 ggn_vp closure", "with a bound derived from shift"):
         assert needle in written, needle
