@@ -20,8 +20,9 @@ rule's remainder has the sign of an upper bound where the measure's mass lies be
 values, not in general, so it is a near bound, not a proven one. Measured estimate / error
 (tests/test_radau.py, benchmarks/stopping_lab.py): 1.0-1.6 on GGNs plus their prior and on
 continuous spectra once past the first ~10 steps (up to 2.5 on slow decay, 3-6 in the first
-steps); as low as 0.96 over a stretch of slow decay (a Poisson MLP's GGN) and 0.89 just
-above a prior's cluster with isolated eigenvalues (hence krylov/stopping.RADAU_MARGIN); and
+steps); as low as 0.96 over a stretch of slow decay (a Poisson MLP's GGN), 0.89 just above
+a prior's cluster with isolated eigenvalues and 0.86 while theta_min converges onto a small
+MLP GGN's null space (hence krylov/stopping.RADAU_MARGIN = 1.15); and
 ~100x on a spectrum whose isolated smallest eigenvalue is already found (the node at mu
 then stands for mass the measure no longer has: "few outliers").
 """
