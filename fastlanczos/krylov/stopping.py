@@ -110,7 +110,7 @@ proven bound: measured against the error it sat at 0.96-0.98x for a long stretch
 decay on a Poisson MLP's GGN (three stops at tol 1e-2 were 1.007-1.034x tol with margin 1),
 and 0.89x on an isolated eigenvalue just above a prior's cluster; 0.86x on small MLPs' GGN
 / EF + 0.01 in float64 while theta_min converges onto a 7-fold null space at the prior.
-RADAU_MARGIN = 1.05 removed every stop above tol in the sweeps (benchmarks/stopping_lab.py
+A margin of 1.05 removed every stop above tol in the sweeps (benchmarks/stopping_lab.py
 --bounded, 5 sets) but left 4 of 1728 on those MLPs (up to 1.041x; bench_float32_closures
 networks at 18 tolerances 3e-2..1e-10); 1.1 left 1 (1.013x), 1.15 none, for +18 to +55 of
 ~630-1255 large oracles late in the 5 sets (networks 23 -> 51, tuned on 161 -> 216) and
