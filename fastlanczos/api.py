@@ -19,6 +19,7 @@ from .krylov.budget import plan
 from .krylov.lanczos import LanczosResult, lanczos_full, lanczos_partial, lanczos_three_term
 from .krylov.precondition import preconditioned
 from .krylov.progress import make_progress
+from .krylov.radau import STIELTJES_FUNCTIONS
 from .krylov.sharded import shard_reducer
 from .krylov.validate import check_arguments, check_bound
 from .operators import adapt, as_block_matvec
@@ -65,10 +66,6 @@ def funm_apply(hvp, z, f, m, *, tol=None, shift=0.0, reorth="full", return_info=
     return (restore(x), info) if return_info else restore(x)
 
 
-# the functions whose Gauss-Radau estimate krylov/radau.py derives (Stieltjes-type)
-RADAU_FUNCTIONS = ("inv_sqrt", "inv", "log", "sqrt")
-
-
 def derived_bound(hvp, f, shift, eig_lower_bound):
     """(bound, strict) for the stopping estimate: the user's eig_lower_bound, checked (strict:
     a Ritz value below it is an error); else shift, where hvp is a curvature the library
@@ -78,7 +75,7 @@ def derived_bound(hvp, f, shift, eig_lower_bound):
     to the stopping rule."""
     if eig_lower_bound is not None:
         return check_bound(eig_lower_bound, f), True
-    if getattr(hvp, "psd", False) is True and isinstance(f, str) and f in RADAU_FUNCTIONS \
+    if getattr(hvp, "psd", False) is True and isinstance(f, str) and f in STIELTJES_FUNCTIONS \
             and float(shift) > 0:
         return float(shift), False
     return None, True

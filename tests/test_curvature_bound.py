@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import DENSE_FNS, dense_funm, spd_from_spectrum
 from dense_curvature import dense_curvatures, mlp
 
 import fastlanczos as fl
@@ -26,8 +27,9 @@ def network(dtype=torch.float64, seed=0):
 
 
 def inv_sqrt_reference(A, shift, z):
-    w, Q = torch.linalg.eigh(A + shift * torch.eye(A.shape[0], dtype=torch.float64))
-    return (Q @ (w.rsqrt().unsqueeze(1) * (Q.T @ z.double().T))).T
+    """(A + shift I)^-1/2 z in float64 (conftest.dense_funm)."""
+    return dense_funm(A + shift * torch.eye(A.shape[0], dtype=A.dtype), z,
+                      DENSE_FNS["inv_sqrt"])
 
 
 def relative_error(x, ref):
@@ -135,7 +137,6 @@ def test_a_bound_the_rounding_leaves_no_room_under_goes_back_to_the_rule():
     """float32, prior 1e-5 under ||A|| = 100: the node, 3 eps ||A|| below the bound, would sit
     below 0 where x^-1/2 has no value; those columns stop on the rule (before: 207 steps
     against the rule's 155, no estimate ever finite)."""
-    from conftest import spd_from_spectrum
     ev = torch.cat([torch.full((100,), 1e-5), torch.logspace(-1, 2, 200)]).double()
     A = spd_from_spectrum(ev, seed=1)[0].float()
     z = torch.randn(2, 300, generator=torch.Generator().manual_seed(0))
@@ -180,3 +181,21 @@ def test_the_margin_covers_a_null_space_converging_onto_the_prior(seed, tol):
     x, info = fl.inv_sqrt_apply(h, z, n, tol=tol, shift=1e-2, return_info=True)
     err = relative_error(x, ref)[info.converged]
     assert bool((err <= tol).all()), err / tol
+
+
+def test_a_posterior_takes_its_prior_as_bound_only_for_a_psd_curvature():
+    """LaplacePosterior decides as ggn_vp marks its closure (curvature/ggn.py
+    convex_in_outputs): the GGN of a callable loss may be indefinite, so no bound."""
+    net, ce, x, y = network()
+
+    def callable_loss(out, t):
+        return torch.nn.functional.cross_entropy(out, t, reduction="sum")
+
+    floors = {(curv, name): fl.LaplacePosterior(net, loss, (x, y), curvature=curv,
+                                                prior_precision=0.5,
+                                                likelihood="classification").spectrum_floor()
+              for curv in ("ggn", "ef", "hessian")
+              for name, loss in (("module", ce), ("callable", callable_loss))}
+    assert floors["ggn", "module"] == floors["ef", "module"] == floors["ef", "callable"] == 0.5
+    assert floors["ggn", "callable"] is None
+    assert floors["hessian", "module"] is None and floors["hessian", "callable"] is None

@@ -32,14 +32,14 @@ class FunmInfo(NamedTuple):
 
     steps: size of each column's tridiagonal; error_estimate: with a lower bound of the
     spectrum (eig_lower_bound), the Gauss-Radau estimate of the returned x's relative error
-    (krylov/radau.py) times 1.05, with or without tol; else, with tol, the estimated
-    relative error of the returned x (from its distances to earlier checked iterates, see
-    krylov/stopping.py; where no estimate exists yet, the change since the previous check,
-    or at a dense check the larger of that and the last one); without tol, the relative
-    change of x over the last check_every steps; either way at least the accuracy z's dtype
-    can attain for this operator and f (eps x the conditioning of f at T, krylov/stopping.py
-    "the floor of the dtype"; a tol below it warns), and that floor alone where an invariant
-    subspace made y exact (x is then exact up to rounding);
+    (krylov/radau.py) times stopping.RADAU_MARGIN, with or without tol; else, with tol,
+    the estimated relative error of the returned x (from its distances to earlier checked
+    iterates, see krylov/stopping.py; where no estimate exists yet, the change since the
+    previous check, or at a dense check the larger of that and the last one); without tol,
+    the relative change of x over the last check_every steps; either way at least the
+    accuracy z's dtype can attain for this operator and f (eps x the conditioning of f at
+    T, krylov/stopping.py "the floor of the dtype"; a tol below it warns), and that floor
+    alone where an invariant subspace made y exact (x is then exact up to rounding);
     converged: with tol, stopped by the rule (or at an invariant subspace) and
     error_estimate <= tol; without tol, error_estimate <= sqrt(eps) of z's dtype;
     breakdown: an invariant subspace was reached; min_ritz: smallest Ritz value;

@@ -37,6 +37,9 @@ from .tridiag import tridiag_eigh_unchecked
 # exact mu stopped a few columns at up to 1.2x tol, and mu 1e-6 below none.
 RELATIVE_GAP, ROUNDING_GAP = 1e-6, 1e3
 
+# the named functions of the form above, for which the estimate is derived
+STIELTJES_FUNCTIONS = ("inv_sqrt", "inv", "log", "sqrt")
+
 
 def radau_estimate(fn, alpha, beta, steps, scale, theta, S, last, y, beta_next, bound):
     """(k,) relative Gauss-Radau estimate per column (module doc), float64.

@@ -18,7 +18,7 @@ from ..curvature import (
     select_parameters,
 )
 from ..curvature.data import data_sweep, loss_reduction, move_batch, summed_loss
-from ..curvature.ggn import CACHE_BUDGET
+from ..curvature.ggn import CACHE_BUDGET, convex_in_outputs
 from ..krylov.nystrom import NystromSketch
 from ..precondition import choose_preconditioner
 from . import marglik
@@ -83,6 +83,9 @@ class LaplacePosterior:
         self._dp = data_parallel_of(data_parallel)
         empty = self._dp is not None and is_empty(data)
         self.model, self.curvature = model, curvature
+        # PSD by construction, decided the same on every rank (an empty one's product is 0):
+        # the empirical Fisher always, the GGN where the loss is convex in the outputs
+        self._psd = curvature == "ef" or (curvature == "ggn" and convex_in_outputs(loss_fn))
         self.names, theta = select_parameters(model, params)
         self.theta_hat = torch.cat([theta[k].flatten() for k in self.names]).clone()
         self.n = self.theta_hat.numel()
@@ -164,9 +167,10 @@ class LaplacePosterior:
         memory_budget: bytes for the sampler's own allocations (basis, work vectors, the
         preconditioner's U; the model and cached Jacobians are outside it): chunks of
         samples, or the two-pass mode, as info.memory_plan says (fastlanczos.inv_root_apply).
-        With tol, a PSD curvature (ggn, ef) and a positive prior, A >= min(prior) I: that
-        bound makes the stop the Gauss-Radau one (fastlanczos.funm_apply's
-        eig_lower_bound; README, "Stopping at a tolerance"); the Hessian has none.
+        With tol, a PSD curvature (ef; ggn of a convex loss) and a positive prior,
+        A >= min(prior) I: that bound makes the stop the Gauss-Radau one
+        (fastlanczos.funm_apply's eig_lower_bound; README, "Stopping at a tolerance");
+        the Hessian has none.
         """
         z = torch.randn(num_samples, self.n, generator=generator, dtype=self.theta_hat.dtype,
                         device=self.theta_hat.device)
@@ -183,8 +187,9 @@ class LaplacePosterior:
 
     def spectrum_floor(self):
         """A lower bound of A's eigenvalues, or None: min(prior) where the curvature is PSD
-        (the GGN and the empirical Fisher are; the Hessian need not be)."""
-        if self.curvature == "hessian" or not self._prior_floor > 0:
+        (the empirical Fisher, and the GGN of a loss convex in the outputs, as ggn_vp marks
+        it; the Hessian need not be, nor the GGN of another loss)."""
+        if not self._psd or not self._prior_floor > 0:
             return None
         return self._prior_floor
 
