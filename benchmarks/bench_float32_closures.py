@@ -9,9 +9,14 @@ Fisher), one prior, six tolerances 3e-2..1e-4 (above float32's floor), 4 z colum
 rule runs on the same closure wrapped in a lambda (no .psd mark). Reference: the closure's
 operator formed by products with the identity, solved by float64 eigh; the oracle m from
 float32 runs on that dense operator at every m. Converged columns only. --float64: the same
-networks and tolerances in float64.
+networks and tolerances in float64. --families: five networks of other kinds instead
+(tanh MLP / cross-entropy, ReLU MLP / MSE, GELU MLP / BCE-with-logits, a CNN / cross-entropy
+(mean), a tanh MLP / Poisson), trained for 300 Adam steps, with priors 1e-5, 1e-3 and 1e-1
+times ||A||: a prior far under the GGN's smallest eigenvalue (full rank) is a loose bound.
+Their oracles come from one basis of up to 400 steps (the same recurrence as the fixed-m runs).
 
     PYTHONPATH=. python benchmarks/bench_float32_closures.py [--threads 1] [--float64]
+        [--families]
 """
 
 import argparse
@@ -43,23 +48,88 @@ def closures(kind, dtype):
         yield seed, build(net, loss, (x, y))
 
 
-def rows_for(kind, shift, dtype):
+def family_networks():
+    """(name, network maker, loss, x, y) of the five --families networks."""
+    g = torch.Generator().manual_seed(5)
+    nn = torch.nn
+    x = torch.randn(300, 10, generator=g)
+    y = (x[:, 0] * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    yield ("tanh MLP, CE", lambda: nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 16),
+                                                 nn.Tanh(), nn.Linear(16, 3)),
+           nn.CrossEntropyLoss(reduction="sum"), x, y)
+    x = torch.rand(200, 1, generator=g) * 6 - 3
+    y = torch.sin(x) + 0.1 * torch.randn(200, 1, generator=g)
+    yield ("ReLU MLP, MSE", lambda: nn.Sequential(nn.Linear(1, 24), nn.ReLU(), nn.Linear(24, 24),
+                                                  nn.ReLU(), nn.Linear(24, 1)),
+           nn.MSELoss(reduction="sum"), x, y)
+    x = torch.randn(250, 6, generator=g)
+    y = (x.sum(1, keepdim=True) > 0).float()
+    yield ("GELU MLP, BCE", lambda: nn.Sequential(nn.Linear(6, 20), nn.GELU(), nn.Linear(20, 1)),
+           nn.BCEWithLogitsLoss(reduction="sum"), x, y)
+    x = torch.randn(150, 1, 8, 8, generator=g)
+    y = torch.randint(0, 4, (150,), generator=g)
+    yield ("CNN, CE (mean)", lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                                                   nn.Linear(144, 4)),
+           nn.CrossEntropyLoss(reduction="mean"), x, y)
+    x = torch.randn(300, 5, generator=g)
+    y = torch.poisson(torch.exp(0.5 * x[:, :1]), generator=g)
+    yield ("tanh MLP, Poisson", lambda: nn.Sequential(nn.Linear(5, 16), nn.Tanh(),
+                                                      nn.Linear(16, 1)),
+           nn.PoissonNLLLoss(log_input=True, reduction="sum"), x, y)
+
+
+def family_closures(kind, dtype):
+    """Each --families network trained to its MAP (300 Adam steps, weight decay 1e-3), as a
+    ggn_vp or ef_vp closure; the same weights on every call."""
+    for seed, (_name, make, loss, x, y) in enumerate(family_networks()):
+        torch.manual_seed(seed)
+        net = make()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            (loss(net(x), y) + 1e-3 * sum(p.square().sum() for p in net.parameters())).backward()
+            opt.step()
+        y = y.to(dtype) if y.is_floating_point() else y
+        build = fl.ggn_vp if kind == "GGN" else fl.ef_vp
+        yield seed, build(net.to(dtype), loss, (x.to(dtype), y))
+
+
+def one_basis_curve(A, z, shift, error, m):
+    """Error of the j-step iterate for j = 1..m from one basis in z's dtype."""
+    r = fl.lanczos(A.to(z.dtype), z, m, shift=shift)
+    curve = []
+    for j in range(1, r.alpha.shape[1] + 1):
+        theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, :j - 1])
+        y = (S * (theta.rsqrt() * S[:, 0, :]).unsqueeze(1)).sum(-1)
+        coeffs = (y * z.double().norm(dim=1, keepdim=True)).to(z.dtype)
+        curve.append(error(torch.einsum("kj,kjn->kn", coeffs, r.basis[:, :j])))
+    return torch.stack(curve, 1)
+
+
+def rows_for(kind, shift, dtype, families=False):
+    """(the rule's rows, the derived bound's rows); families: the --families networks, with
+    shift a multiple of ||A||."""
     rule, bound = [], []
-    for seed, h in closures(kind, dtype):
+    for seed, h in (family_closures if families else closures)(kind, dtype):
         n = h.num_params
         A = h(torch.eye(n, dtype=dtype)).double()
         A = (A + A.T) / 2
+        prior = shift * float(torch.linalg.eigvalsh(A)[-1]) if families else shift
         z = torch.randn(4, n, generator=torch.Generator().manual_seed(seed + 10)).to(dtype)
-        ref = dense_funm(A + shift * torch.eye(n, dtype=torch.float64), z, DENSE_FNS["inv_sqrt"])
+        ref = dense_funm(A + prior * torch.eye(n, dtype=torch.float64), z, DENSE_FNS["inv_sqrt"])
 
         def error(x):
             return (x.double() - ref).norm(dim=1) / ref.norm(dim=1)
-        curve = torch.stack([error(fl.inv_sqrt_apply(A.to(dtype), z, m, shift=shift,
-                                                     check=False))
-                             for m in range(1, n + 1)], 1)
+        m = min(n, 400) if families else n
+        if families:
+            curve = one_basis_curve(A, z, prior, error, m)
+        else:
+            curve = torch.stack([error(fl.inv_sqrt_apply(A.to(dtype), z, j, shift=prior,
+                                                         check=False))
+                                 for j in range(1, n + 1)], 1)
         for tol in TOLS:
             for out, op in ((rule, lambda V, h=h: h(V)), (bound, h)):
-                x, info = fl.inv_sqrt_apply(op, z, n, tol=tol, shift=shift, return_info=True)
+                x, info = fl.inv_sqrt_apply(op, z, m, tol=tol, shift=prior, return_info=True)
                 err = error(x)
                 for c in range(z.shape[0]):
                     met = (curve[c] <= tol).nonzero()
@@ -74,22 +144,26 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--float64", action="store_true",
                    help="the same networks in float64 (is a miss the rounding or the family?)")
+    p.add_argument("--families", action="store_true",
+                   help="five networks of other kinds, priors relative to ||A|| (module doc)")
     args = p.parse_args()
     dtype = torch.float64 if args.float64 else torch.float32
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)  # columns at float32's floor: unconverged
-    print(f"torch threads: {torch.get_num_threads()}; {str(dtype)[6:]} closures, 4 MLPs x 4 z "
+    nets = "5 networks" if args.families else "4 MLPs"
+    print(f"torch threads: {torch.get_num_threads()}; {str(dtype)[6:]} closures, {nets} x 4 z "
           "columns; "
           f"tols {', '.join(f'{t:.0e}' for t in TOLS)}")
     head = "stops  >tol max e/tol  late mean s/o  max s/o"
     print(f"{'closure + prior':24s} {'stop on':14s} {head}")
     totals = {"the rule": [], "derived bound": []}
     for kind in ("GGN", "EF"):
-        for shift in (1e-2, 0.1, 1.0):
-            rule, bound = rows_for(kind, shift, dtype)
+        for shift in (1e-5, 1e-3, 0.1) if args.families else (1e-2, 0.1, 1.0):
+            rule, bound = rows_for(kind, shift, dtype, args.families)
+            label = f"{kind} + {shift:g}" + (" ||A||" if args.families else "")
             for name, rows in (("the rule", rule), ("derived bound", bound)):
                 totals[name] += rows
-                print(f"{kind + ' + ' + str(shift):24s} {name:14s} {summary(rows)}")
+                print(f"{label:24s} {name:14s} {summary(rows)}")
     for name, rows in totals.items():
         print(f"{'all':24s} {name:14s} {summary(rows)}")
     print("late: stop > ceil(1.05 oracle); e/tol: actual error / tol; s/o: stop / oracle")

@@ -199,3 +199,30 @@ def test_a_posterior_takes_its_prior_as_bound_only_for_a_psd_curvature():
     assert floors["ggn", "module"] == floors["ef", "module"] == floors["ef", "callable"] == 0.5
     assert floors["ggn", "callable"] is None
     assert floors["hessian", "module"] is None and floors["hessian", "callable"] is None
+
+
+@pytest.mark.parametrize("loose", [True, False])
+def test_far_from_convergence_the_margin_is_larger(loose, monkeypatch):
+    """A regression MLP's GGN + 1e-3 (benchmarks/network_curvatures.py; kappa 7.6e6), its
+    prior as the bound: at tol 3e-2, near step 20, the Gauss-Radau estimate was 0.63x the
+    error, and margin 1.15 stopped two of four columns above tol (1.33x at step 20, 1.05x at
+    24; measured). stopping.with_margin raises the margin to 2 for estimates above 3e-2
+    (0.39x tol at step 26); loose=False runs the old flat margin, which must still miss."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from network_curvatures import dense, sine_regression
+
+    from fastlanczos.krylov import stopping
+    net, data = sine_regression()
+    A = dense(fl.ggn_vp(net, torch.nn.MSELoss(reduction="sum"), data, cache=True), 1e-3)
+    z = torch.randn(4, A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    ref = inv_sqrt_reference(A, 0.0, z)
+    if not loose:
+        monkeypatch.setattr(stopping, "LOOSE_MARGIN", stopping.RADAU_MARGIN)
+    worst = 0.0
+    for tol in (3e-2, 2e-2):
+        x, info = fl.inv_sqrt_apply(A, z, 200, tol=tol, eig_lower_bound=1e-3,
+                                    return_info=True)
+        worst = max(worst, float(relative_error(x, ref)[info.converged].max()) / tol)
+    assert (worst <= 1.0) == loose, worst

@@ -16,6 +16,7 @@ from conftest import DENSE_FNS, error_curve, spd_from_spectrum
 
 import fastlanczos as fl
 from fastlanczos.errors import LanczosInputError
+from fastlanczos.krylov import stopping
 from fastlanczos.krylov.matfuncs import resolve
 from fastlanczos.krylov.precondition import Diagonal, LowRank
 from fastlanczos.krylov.projected import solve_projected
@@ -111,9 +112,11 @@ TOLS = [1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10]
 @pytest.mark.parametrize("name", sorted(SPECTRA))
 def test_bounded_stop_meets_tol_near_the_oracle(name):
     """Real runs (sparse checks): never above tol; every stop within max(oracle + 2,
-    ceil(1.2 oracle)) (measured: at most oracle + 1, or 1.16x on logspace at tol 1e-2, where
-    the estimate is 2x high on slow decay); oracles of 20 steps or more within 1.05x on
-    the whole (measured 1.00-1.04)."""
+    ceil(1.2 oracle)) (measured: at most oracle + 1, or 1.08x on logspace at tol 1e-3, where
+    the estimate is 2x high on slow decay); at tol 1e-2, where the margin is 1.6
+    (stopping.with_margin), within ceil(1.25 oracle) (measured: 1.24x on logspace, 1.16x at
+    margin 1.15); oracles of 20 steps or more within 1.05x on the whole (measured
+    1.00-1.05)."""
     A, low = operator(name, seed=4)
     k, m = 3, 299
     z = torch.randn(k, A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -129,7 +132,8 @@ def test_bounded_stop_meets_tol_near_the_oracle(name):
         for c in range(k):
             oracle = int((curve[c] <= tol).nonzero()[0]) + 1
             stop = int(info.steps[c])
-            assert stop <= max(oracle + 2, math.ceil(1.2 * oracle)), (tol, c, oracle, info)
+            slack = 1.25 if tol > stopping.LOOSE_FROM else 1.2
+            assert stop <= max(oracle + 2, math.ceil(slack * oracle)), (tol, c, oracle, info)
             if oracle >= 20:
                 stops, oracles = stops + stop, oracles + oracle
     assert stops <= 1.05 * oracles, (stops, oracles)

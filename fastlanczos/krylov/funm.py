@@ -32,7 +32,8 @@ class FunmInfo(NamedTuple):
 
     steps: size of each column's tridiagonal; error_estimate: with a lower bound of the
     spectrum (eig_lower_bound), the Gauss-Radau estimate of the returned x's relative error
-    (krylov/radau.py) times stopping.RADAU_MARGIN, with or without tol; else, with tol,
+    (krylov/radau.py) times its margin (stopping.with_margin: 1.15, 2 where the error is
+    loose), with or without tol; else, with tol,
     the estimated relative error of the returned x (from its distances to earlier checked
     iterates, see krylov/stopping.py; where no estimate exists yet, the change since the
     previous check, or at a dense check the larger of that and the last one); without tol,
