@@ -226,3 +226,25 @@ def test_far_from_convergence_the_margin_is_larger(loose, monkeypatch):
                                     return_info=True)
         worst = max(worst, float(relative_error(x, ref)[info.converged].max()) / tol)
     assert (worst <= 1.0) == loose, worst
+
+
+def test_the_families_benchmark_oracle_is_the_fixed_m_runs():
+    """bench_float32_closures --families takes its oracles from one basis (one_basis_curve)
+    instead of a run per m: the j-step iterate of that basis is the fixed-m run's x. And its
+    five networks' losses are convex in the outputs, so every closure gets the derived bound."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_float32_closures import family_closures, one_basis_curve
+    closures = dict(family_closures("GGN", torch.float64))
+    assert len(closures) == 5 and all(h.psd for h in closures.values())
+    h = closures[2]  # the GELU MLP, 161 parameters
+    n = h.num_params
+    A = h(torch.eye(n, dtype=torch.float64))
+    A = (A + A.T) / 2
+    z = torch.randn(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = inv_sqrt_reference(A, 0.01, z)
+    curve = one_basis_curve(A, z, 0.01, lambda x: relative_error(x, ref), 12)
+    for m in (3, 7, 12):
+        x = fl.inv_sqrt_apply(A, z, m, shift=0.01)
+        assert torch.allclose(curve[:, m - 1], relative_error(x, ref), rtol=1e-6), m
