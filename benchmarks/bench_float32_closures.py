@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench_stopping_sweep import summary  # noqa: E402
-from conftest import DENSE_FNS, dense_funm  # noqa: E402
+from conftest import DENSE_FNS, dense_funm, error_curve  # noqa: E402
 from dense_curvature import mlp  # noqa: E402
 
 import fastlanczos as fl  # noqa: E402
@@ -94,18 +94,6 @@ def family_closures(kind, dtype):
         yield seed, build(net.to(dtype), loss, (x.to(dtype), y))
 
 
-def one_basis_curve(A, z, shift, error, m):
-    """Error of the j-step iterate for j = 1..m from one basis in z's dtype."""
-    r = fl.lanczos(A.to(z.dtype), z, m, shift=shift)
-    curve = []
-    for j in range(1, r.alpha.shape[1] + 1):
-        theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, :j - 1])
-        y = (S * (theta.rsqrt() * S[:, 0, :]).unsqueeze(1)).sum(-1)
-        coeffs = (y * z.double().norm(dim=1, keepdim=True)).to(z.dtype)
-        curve.append(error(torch.einsum("kj,kjn->kn", coeffs, r.basis[:, :j])))
-    return torch.stack(curve, 1)
-
-
 def rows_for(kind, shift, dtype, families=False):
     """(the rule's rows, the derived bound's rows); families: the --families networks, with
     shift a multiple of ||A||."""
@@ -121,8 +109,8 @@ def rows_for(kind, shift, dtype, families=False):
         def error(x):
             return (x.double() - ref).norm(dim=1) / ref.norm(dim=1)
         m = min(n, 400) if families else n
-        if families:
-            curve = one_basis_curve(A, z, prior, error, m)
+        if families:  # one basis: the same iterates as the fixed-m runs below
+            curve = error_curve(A.to(dtype), z, "inv_sqrt", m, shift=prior, ref=ref)[0]
         else:
             curve = torch.stack([error(fl.inv_sqrt_apply(A.to(dtype), z, j, shift=prior,
                                                          check=False))

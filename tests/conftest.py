@@ -89,20 +89,24 @@ DENSE_FNS = {"inv_sqrt": torch.rsqrt, "sqrt": torch.sqrt, "inv": torch.reciproca
              "exp": torch.exp, "log": torch.log}
 
 
-def error_curve(A, z, f, m):
-    """((k, m) relative error of the j-step iterate for every j <= m, f(A) z): one Lanczos
-    basis, x_j = ||z|| V_j f(T_j) e_1, against a float64 eigh reference (the oracle m of the
-    tolerance stop is the first j whose error meets tol)."""
+def error_curve(A, z, f, m, shift=0.0, ref=None):
+    """((k, m) relative error of the j-step iterate for every j <= m, f(A + shift I) z): one
+    Lanczos basis in z's dtype, x_j = ||z|| V_j f(T_j) e_1, against a float64 eigh reference
+    (or the given ref) (the oracle m of the tolerance stop is the first j whose error meets
+    tol; the same iterates as fixed-m runs)."""
     import fastlanczos as fl
     from fastlanczos.krylov.matfuncs import resolve
     fn = resolve(f)[1]
-    r = fl.lanczos(A, z, m)
-    ref = dense_funm(A, z, DENSE_FNS[f])
+    r = fl.lanczos(A, z, m, shift=shift)
+    if ref is None:
+        eye = torch.eye(A.shape[0], dtype=torch.float64, device=A.device)
+        ref = dense_funm(A.double() + shift * eye, z, DENSE_FNS[f])
     errs = []
     for j in range(1, m + 1):
         theta, S = fl.tridiag_eigh(r.alpha[:, :j], r.beta[:, : j - 1])
         y = (S * (fn(theta) * S[:, 0, :]).unsqueeze(1)).sum(-1)
-        x = torch.einsum("kj,kjn->kn", y * z.norm(dim=1, keepdim=True), r.basis[:, :j])
+        coeffs = (y * z.double().norm(dim=1, keepdim=True)).to(r.basis.dtype)
+        x = torch.einsum("kj,kjn->kn", coeffs, r.basis[:, :j]).double()
         errs.append((x - ref).norm(dim=1) / ref.norm(dim=1))
     return torch.stack(errs, 1), ref
 

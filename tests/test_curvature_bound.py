@@ -6,14 +6,18 @@ closures, the closure's own operator formed by products with the identity and so
 float64 eigh; the explicit eig_lower_bound=shift run; the rule (the same closure wrapped in
 a lambda, which carries no mark)."""
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import DENSE_FNS, dense_funm, spd_from_spectrum
+from conftest import DENSE_FNS, dense_funm, error_curve, spd_from_spectrum
 from dense_curvature import dense_curvatures, mlp
 
 import fastlanczos as fl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 TOLS = (1e-3, 1e-6, 1e-9)
 
@@ -151,9 +155,6 @@ def test_a_bound_the_rounding_leaves_no_room_under_goes_back_to_the_rule():
 def test_the_float32_closures_benchmark_runs_and_says_what_it_measured():
     """benchmarks/bench_float32_closures.py on one prior: the derived bound's stops meet tol
     and come earlier on average than the rule's (README, its table)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_float32_closures import rows_for
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -168,9 +169,6 @@ def test_the_margin_covers_a_null_space_converging_onto_the_prior(seed, tol):
     """Small MLPs' GGN + 0.01 in float64: while theta_min converges onto the prior's null space
     the Gauss-Radau estimate fell to 0.86x the error, and with stopping.RADAU_MARGIN 1.05
     these two stops were at 1.02x and 1.035x tol (1.15 now)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_float32_closures import closures
     h = dict(closures("GGN", torch.float64))[seed]
     n = h.num_params
@@ -208,9 +206,6 @@ def test_far_from_convergence_the_margin_is_larger(loose, monkeypatch):
     error, and margin 1.15 stopped two of four columns above tol (1.33x at step 20, 1.05x at
     24; measured). stopping.with_margin raises the margin to 2 for estimates above 3e-2
     (0.39x tol at step 26); loose=False runs the old flat margin, which must still miss."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from network_curvatures import dense, sine_regression
 
     from fastlanczos.krylov import stopping
@@ -229,13 +224,11 @@ def test_far_from_convergence_the_margin_is_larger(loose, monkeypatch):
 
 
 def test_the_families_benchmark_oracle_is_the_fixed_m_runs():
-    """bench_float32_closures --families takes its oracles from one basis (one_basis_curve)
-    instead of a run per m: the j-step iterate of that basis is the fixed-m run's x. And its
-    five networks' losses are convex in the outputs, so every closure gets the derived bound."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_float32_closures import family_closures, one_basis_curve
+    """bench_float32_closures --families takes its oracles from one basis (conftest.
+    error_curve with a shift) instead of a run per m: the j-step iterate of that basis is the
+    fixed-m run's x. And its five networks' losses are convex in the outputs, so every
+    closure gets the derived bound."""
+    from bench_float32_closures import family_closures
     closures = dict(family_closures("GGN", torch.float64))
     assert len(closures) == 5 and all(h.psd for h in closures.values())
     h = closures[2]  # the GELU MLP, 161 parameters
@@ -244,7 +237,7 @@ def test_the_families_benchmark_oracle_is_the_fixed_m_runs():
     A = (A + A.T) / 2
     z = torch.randn(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = inv_sqrt_reference(A, 0.01, z)
-    curve = one_basis_curve(A, z, 0.01, lambda x: relative_error(x, ref), 12)
+    curve, _ = error_curve(A, z, "inv_sqrt", 12, shift=0.01, ref=ref)
     for m in (3, 7, 12):
         x = fl.inv_sqrt_apply(A, z, m, shift=0.01)
         assert torch.allclose(curve[:, m - 1], relative_error(x, ref), rtol=1e-6), m
