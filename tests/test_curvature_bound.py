@@ -241,3 +241,57 @@ def test_the_families_benchmark_oracle_is_the_fixed_m_runs():
     for m in (3, 7, 12):
         x = fl.inv_sqrt_apply(A, z, m, shift=0.01)
         assert torch.allclose(curve[:, m - 1], relative_error(x, ref), rtol=1e-6), m
+
+
+def ggn_by_reverse_mode(net, loss, x, y):
+    """J^T H J of the summed loss, dense, with H by reverse-over-reverse (torch has no
+    forward-mode derivative of soft_margin_loss's backward, which dense_curvatures needs)."""
+    from torch.func import functional_call, jacrev
+    params = dict(net.named_parameters())
+    theta = torch.cat([p.detach().flatten() for p in params.values()])
+    sizes = [p.numel() for p in params.values()]
+
+    def outputs(v):
+        parts = dict(zip(params, (t.view_as(p) for t, p in
+                                  zip(torch.split(v, sizes), params.values()))))
+        return functional_call(net, parts, (x,))
+    F = outputs(theta)
+    scale = F.shape[0] if loss.reduction == "mean" else 1
+    J = jacrev(lambda v: outputs(v).reshape(-1))(theta)
+    H = jacrev(jacrev(lambda f: loss(f.view_as(F), y) * scale))(F.reshape(-1))
+    return J.T @ H @ J
+
+
+@pytest.mark.parametrize("loss", [torch.nn.HuberLoss(reduction="sum", delta=0.5),
+                                  torch.nn.SmoothL1Loss(beta=0.5),
+                                  torch.nn.L1Loss(reduction="sum"),
+                                  torch.nn.SoftMarginLoss(reduction="sum"),
+                                  torch.nn.MultiLabelSoftMarginLoss(reduction="sum")],
+                         ids=lambda loss: type(loss).__name__)
+def test_robust_and_margin_losses_are_convex_in_the_outputs(loss):
+    """ggn_vp marks these GGNs PSD (curvature/ggn.py CONVEX_LOSSES); the dense float64 GGN
+    agrees (targets spread so that Huber and smooth L1 see both of their pieces, margins at
+    +-1 and outside), and with a shift the derived bound's stops meet tol."""
+    net, _, x, _ = network()
+    g = torch.Generator().manual_seed(3)
+    y = 2.0 * torch.randn(200, 4, generator=g, dtype=torch.float64)
+    if isinstance(loss, torch.nn.SoftMarginLoss):
+        y = torch.sign(y) * torch.where(torch.rand(200, 4, generator=g) < 0.5, 1.0, 1.5).double()
+    elif isinstance(loss, torch.nn.MultiLabelSoftMarginLoss):
+        y = (y > 0).double()
+    h = fl.ggn_vp(net, loss, (x, y))
+    assert h.psd is True
+    n = h.num_params
+    G = h(torch.eye(n, dtype=torch.float64))
+    G = (G + G.T) / 2
+    assert torch.allclose(G, ggn_by_reverse_mode(net, loss, x, y),
+                          atol=1e-10 * float(G.abs().max()))
+    ev = torch.linalg.eigvalsh(G)
+    assert float(ev[0]) >= -1e-12 * float(ev[-1].abs()) - 1e-300, float(ev[0])
+    shift = 1e-2 * max(float(ev[-1]), 1.0)
+    z = torch.randn(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ref = inv_sqrt_reference(G, shift, z)
+    for tol in TOLS:
+        x_, info = fl.inv_sqrt_apply(h, z, n, tol=tol, shift=shift, return_info=True)
+        assert bool(info.converged.all())
+        assert float(relative_error(x_, ref).max()) <= tol

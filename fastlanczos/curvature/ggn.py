@@ -146,9 +146,14 @@ def ggn_vp(model, loss_fn, data, *, params=None, reduction=None, batch_size=None
 
 # Losses whose Hessian in the model's outputs is PSD for every target, so J^T H J is too:
 # the GGN of any other loss (a callable, GaussianNLLLoss in its variance, negative class
-# weights) may be indefinite, and is not marked.
+# weights, BCELoss on probabilities with a target outside [0, 1]) may be indefinite, and is
+# not marked. The robust regression losses are convex in the outputs (their Hessian is 1 / beta
+# or 0: Huber, smooth L1; 0: L1), as are the logistic margins (sigma(x)(1 - sigma(x)) for
+# any target: SoftMarginLoss, MultiLabelSoftMarginLoss).
 CONVEX_LOSSES = (torch.nn.CrossEntropyLoss, torch.nn.MSELoss, torch.nn.BCEWithLogitsLoss,
-                 torch.nn.NLLLoss, torch.nn.PoissonNLLLoss)
+                 torch.nn.NLLLoss, torch.nn.PoissonNLLLoss, torch.nn.HuberLoss,
+                 torch.nn.SmoothL1Loss, torch.nn.L1Loss, torch.nn.SoftMarginLoss,
+                 torch.nn.MultiLabelSoftMarginLoss)
 
 
 def convex_in_outputs(loss_fn):
