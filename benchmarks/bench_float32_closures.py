@@ -14,12 +14,17 @@ networks and tolerances in float64. --families: five networks of other kinds ins
 (mean), a tanh MLP / Poisson), trained for 300 Adam steps, with priors 1e-5, 1e-3 and 1e-1
 times ||A||: a prior far under the GGN's smallest eigenvalue (full rank) is a loose bound.
 Their oracles come from one basis of up to 400 steps (the same recurrence as the fixed-m runs).
+--unseen-families: five more, chosen after the stop was (a LayerNorm SiLU MLP / cross-entropy,
+a one-layer self-attention classifier / cross-entropy, a tanh RNN / MSE, a BatchNorm CNN in
+eval mode / cross-entropy, a deep ReLU MLP / Huber with 3 outputs), the same priors; in
+float64 at the issue's tolerances 1e-3, 1e-6, 1e-9 too.
 
     PYTHONPATH=. python benchmarks/bench_float32_closures.py [--threads 1] [--float64]
-        [--families]
+        [--families | --unseen-families]
 """
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -78,32 +83,99 @@ def family_networks():
            nn.PoissonNLLLoss(log_input=True, reduction="sum"), x, y)
 
 
-def family_closures(kind, dtype):
-    """Each --families network trained to its MAP (300 Adam steps, weight decay 1e-3), as a
-    ggn_vp or ef_vp closure; the same weights on every call."""
-    for seed, (_name, make, loss, x, y) in enumerate(family_networks()):
-        torch.manual_seed(seed)
+class Attention(torch.nn.Module):
+    """Token embedding, one head of self-attention, mean over the sequence, a linear head."""
+
+    def __init__(self, vocabulary=10, width=8, classes=3):
+        super().__init__()
+        nn = torch.nn
+        self.embed = nn.Embedding(vocabulary, width)
+        self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, tokens):
+        h = self.embed(tokens)
+        scores = self.q(h) @ self.k(h).transpose(-1, -2) / math.sqrt(h.shape[-1])
+        return self.head((torch.softmax(scores, -1) @ self.v(h)).mean(-2))
+
+
+class TanhRNN(torch.nn.Module):
+    """h_t = tanh(W [x_t; h_{t-1}] + b) over the sequence, a linear read-out of the last h."""
+
+    def __init__(self, inputs=3, width=8):
+        super().__init__()
+        self.width = width
+        self.cell, self.out = torch.nn.Linear(inputs + width, width), torch.nn.Linear(width, 1)
+
+    def forward(self, x):  # (batch, time, inputs)
+        h = x.new_zeros(x.shape[0], self.width)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.cell(torch.cat([x[:, t], h], 1)))
+        return self.out(h)
+
+
+def unseen_family_networks():
+    """(name, network maker, loss, x, y) of the five --unseen-families networks."""
+    g = torch.Generator().manual_seed(11)
+    nn = torch.nn
+    x = torch.randn(240, 8, generator=g)
+    y = (x[:, :3].sum(1) > 0).long() + 2 * (x[:, 3] > 0.5).long()
+    yield ("LayerNorm SiLU MLP, CE", lambda: nn.Sequential(
+        nn.Linear(8, 20), nn.LayerNorm(20), nn.SiLU(), nn.Linear(20, 20), nn.LayerNorm(20),
+        nn.SiLU(), nn.Linear(20, 4)), nn.CrossEntropyLoss(reduction="sum"), x, y)
+    t = torch.randint(0, 10, (200, 6), generator=g)
+    y = ((t == 0).sum(1) > (t == 1).sum(1)).long() + (t[:, 0] > 5).long()
+    yield ("attention, CE", Attention, nn.CrossEntropyLoss(reduction="sum"), t, y)
+    x = torch.randn(160, 5, 3, generator=g)
+    yield ("tanh RNN, MSE", TanhRNN, nn.MSELoss(reduction="sum"), x,
+           0.3 * x.sum((1, 2)).unsqueeze(1))
+    x = torch.randn(150, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean((1, 2)) > 0).long() + (x[:, 0, 4:].mean((1, 2)) > 0).long()
+    yield ("BatchNorm CNN (eval), CE", lambda: nn.Sequential(
+        nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(54, 3)), nn.CrossEntropyLoss(reduction="sum"), x, y)
+    x = torch.rand(220, 2, generator=g) * 4 - 2
+    y = torch.stack([torch.sin(x[:, 0]), x[:, 0] * x[:, 1], torch.cos(x[:, 1])], 1)
+    yield ("deep ReLU MLP, Huber", lambda: nn.Sequential(
+        nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+        nn.Linear(16, 3)), nn.SmoothL1Loss(reduction="sum"), x, y)
+
+
+FAMILIES = {"seen": (family_networks, 0, 10), "unseen": (unseen_family_networks, 100, 20)}
+
+
+def family_closures(kind, dtype, which="seen"):
+    """Each --families (or --unseen-families) network trained to its MAP (300 Adam steps,
+    weight decay 1e-3; in eval mode), as a ggn_vp or ef_vp closure; the same weights on every
+    call."""
+    networks, first_seed, _ = FAMILIES[which]
+    for seed, (_name, make, loss, x, y) in enumerate(networks()):
+        torch.manual_seed(first_seed + seed)
         net = make()
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         for _ in range(300):
             opt.zero_grad()
             (loss(net(x), y) + 1e-3 * sum(p.square().sum() for p in net.parameters())).backward()
             opt.step()
+        net.eval()
         y = y.to(dtype) if y.is_floating_point() else y
+        x = x.to(dtype) if x.is_floating_point() else x  # token ids stay integers
         build = fl.ggn_vp if kind == "GGN" else fl.ef_vp
-        yield seed, build(net.to(dtype), loss, (x.to(dtype), y))
+        yield seed, build(net.to(dtype), loss, (x, y))
 
 
-def rows_for(kind, shift, dtype, families=False):
-    """(the rule's rows, the derived bound's rows); families: the --families networks, with
-    shift a multiple of ||A||."""
+def rows_for(kind, shift, dtype, families=None, tols=TOLS):
+    """(the rule's rows, the derived bound's rows); families: "seen" or "unseen" for the
+    --families or --unseen-families networks, with shift a multiple of ||A||."""
     rule, bound = [], []
-    for seed, h in (family_closures if families else closures)(kind, dtype):
+    made = family_closures(kind, dtype, families) if families else closures(kind, dtype)
+    z_seed = FAMILIES[families][2] if families else 10
+    for seed, h in made:
         n = h.num_params
         A = h(torch.eye(n, dtype=dtype)).double()
         A = (A + A.T) / 2
         prior = shift * float(torch.linalg.eigvalsh(A)[-1]) if families else shift
-        z = torch.randn(4, n, generator=torch.Generator().manual_seed(seed + 10)).to(dtype)
+        z = torch.randn(4, n, generator=torch.Generator().manual_seed(seed + z_seed)).to(dtype)
         ref = dense_funm(A + prior * torch.eye(n, dtype=torch.float64), z, DENSE_FNS["inv_sqrt"])
 
         def error(x):
@@ -115,7 +187,7 @@ def rows_for(kind, shift, dtype, families=False):
             curve = torch.stack([error(fl.inv_sqrt_apply(A.to(dtype), z, j, shift=prior,
                                                          check=False))
                                  for j in range(1, n + 1)], 1)
-        for tol in TOLS:
+        for tol in tols:
             for out, op in ((rule, lambda V, h=h: h(V)), (bound, h)):
                 x, info = fl.inv_sqrt_apply(op, z, m, tol=tol, shift=prior, return_info=True)
                 err = error(x)
@@ -134,21 +206,25 @@ def main():
                    help="the same networks in float64 (is a miss the rounding or the family?)")
     p.add_argument("--families", action="store_true",
                    help="five networks of other kinds, priors relative to ||A|| (module doc)")
+    p.add_argument("--unseen-families", action="store_true",
+                   help="five more, chosen after the stop was (module doc)")
     args = p.parse_args()
     dtype = torch.float64 if args.float64 else torch.float32
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)  # columns at float32's floor: unconverged
-    nets = "5 networks" if args.families else "4 MLPs"
+    families = "unseen" if args.unseen_families else "seen" if args.families else None
+    tols = TOLS + [1e-6, 1e-9] if families == "unseen" and args.float64 else TOLS
+    nets = "5 networks" if families else "4 MLPs"
     print(f"torch threads: {torch.get_num_threads()}; {str(dtype)[6:]} closures, {nets} x 4 z "
           "columns; "
-          f"tols {', '.join(f'{t:.0e}' for t in TOLS)}")
+          f"tols {', '.join(f'{t:.0e}' for t in tols)}")
     head = "stops  >tol max e/tol  late mean s/o  max s/o"
     print(f"{'closure + prior':24s} {'stop on':14s} {head}")
     totals = {"the rule": [], "derived bound": []}
     for kind in ("GGN", "EF"):
-        for shift in (1e-5, 1e-3, 0.1) if args.families else (1e-2, 0.1, 1.0):
-            rule, bound = rows_for(kind, shift, dtype, args.families)
-            label = f"{kind} + {shift:g}" + (" ||A||" if args.families else "")
+        for shift in (1e-5, 1e-3, 0.1) if families else (1e-2, 0.1, 1.0):
+            rule, bound = rows_for(kind, shift, dtype, families, tols)
+            label = f"{kind} + {shift:g}" + (" ||A||" if families else "")
             for name, rows in (("the rule", rule), ("derived bound", bound)):
                 totals[name] += rows
                 print(f"{label:24s} {name:14s} {summary(rows)}")
