@@ -17,10 +17,11 @@ Their oracles come from one basis of up to 400 steps (the same recurrence as the
 --unseen-families: five more, chosen after the stop was (a LayerNorm SiLU MLP / cross-entropy,
 a one-layer self-attention classifier / cross-entropy, a tanh RNN / MSE, a BatchNorm CNN in
 eval mode / cross-entropy, a deep ReLU MLP / Huber with 3 outputs), the same priors; in
-float64 at the issue's tolerances 1e-3, 1e-6, 1e-9 too.
+float64 at the issue's tolerances 1e-3, 1e-6, 1e-9 too. --loose: tolerances 0.3, 0.2, 0.1, 0.05
+instead (far from convergence, where both estimates take a larger margin: krylov/stopping.py).
 
     PYTHONPATH=. python benchmarks/bench_float32_closures.py [--threads 1] [--float64]
-        [--families | --unseen-families]
+        [--families | --unseen-families] [--loose]
 """
 
 import argparse
@@ -208,12 +209,14 @@ def main():
                    help="five networks of other kinds, priors relative to ||A|| (module doc)")
     p.add_argument("--unseen-families", action="store_true",
                    help="five more, chosen after the stop was (module doc)")
+    p.add_argument("--loose", action="store_true", help="tolerances 0.3, 0.2, 0.1, 0.05")
     args = p.parse_args()
     dtype = torch.float64 if args.float64 else torch.float32
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)  # columns at float32's floor: unconverged
     families = "unseen" if args.unseen_families else "seen" if args.families else None
     tols = TOLS + [1e-6, 1e-9] if families == "unseen" and args.float64 else TOLS
+    tols = [0.3, 0.2, 0.1, 0.05] if args.loose else tols
     nets = "5 networks" if families else "4 MLPs"
     print(f"torch threads: {torch.get_num_threads()}; {str(dtype)[6:]} closures, {nets} x 4 z "
           "columns; "

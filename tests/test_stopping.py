@@ -212,3 +212,33 @@ def test_a_network_hessian_never_stops_above_tol():
 
     tols = torch.logspace(-2, -10, 33, dtype=torch.float64)
     assert_inv_sqrt_meets_tol(digits_mlp_hessian(), tols, 260)
+
+
+@pytest.mark.parametrize("relative_prior, tol", [(1e-5, 0.05), (1e-3, 0.1)])
+def test_far_from_convergence_the_rule_takes_a_larger_margin(relative_prior, tol, monkeypatch):
+    """A GELU MLP's BCE GGN + a prior relative to ||A|| (bench_float32_closures --families,
+    161 parameters, float64), no bound (the closure wrapped in a lambda): before the rule's
+    margin rose above 1e-2 (stopping.rising_margin) a column stopped at 1.66x tol 0.05 (step
+    19, oracle 23; prior 1e-5 ||A||) and one at 1.19x tol 0.1 (step 5, oracle 6; 1e-3 ||A||).
+    Now every converged column meets tol; with the margin held at 1 the same run misses, so
+    the test sees the margin."""
+    from bench_float32_closures import family_closures
+
+    from fastlanczos.krylov import stopping
+    h = dict(family_closures("GGN", torch.float64))[2]
+    n = h.num_params
+    A = h(torch.eye(n, dtype=torch.float64))
+    A = (A + A.T) / 2
+    prior = relative_prior * float(torch.linalg.eigvalsh(A)[-1])
+    z = torch.randn(4, n, generator=torch.Generator().manual_seed(12)).double()
+    ref = dense_funm(A + prior * torch.eye(n, dtype=torch.float64), z, torch.rsqrt)
+
+    def worst():
+        x, info = fl.inv_sqrt_apply(lambda V: h(V), z, n, tol=tol, shift=prior,
+                                    return_info=True)
+        err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+        return float(err[info.converged].max()) / tol
+    assert worst() <= 1.0
+    monkeypatch.setattr(stopping, "RULE_LOOSE_FROM", math.inf)
+    monkeypatch.setattr(stopping, "RULE_LOOSE_AT", math.inf)
+    assert worst() > 1.0

@@ -35,7 +35,8 @@ class FunmInfo(NamedTuple):
     (krylov/radau.py) times its margin (stopping.with_margin: 1.15, 2 where the error is
     loose), with or without tol; else, with tol,
     the estimated relative error of the returned x (from its distances to earlier checked
-    iterates, see krylov/stopping.py; where no estimate exists yet, the change since the
+    iterates, see krylov/stopping.py, up to 2x larger above 1e-2: stopping.rising_margin;
+    where no estimate exists yet, the change since the
     previous check, or at a dense check the larger of that and the last one); without tol,
     the relative change of x over the last check_every steps; either way at least the
     accuracy z's dtype can attain for this operator and f (eps x the conditioning of f at
