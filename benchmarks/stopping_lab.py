@@ -18,10 +18,14 @@ to stopping.py is then measured on all sets in a few minutes of CPU.
     PYTHONPATH=. python benchmarks/stopping_lab.py show SET... [--real] [--cases] [--out DIR]
         [--bounded]   # with each operator's known lower bound (bench_stopping.
                       # known_bound): the Gauss-Radau stop; operators without one left out
+    PYTHONPATH=. python benchmarks/stopping_lab.py issue SET... [--bounded] [--out DIR]
+        # the issue's promise column by column: real runs at tol 1e-3, 1e-6, 1e-9, each
+        # column's stop / oracle, L where it is after ceil(1.05 oracle), A where above tol
 """
 
 import argparse
 import contextlib
+import math
 import sys
 from pathlib import Path
 
@@ -151,6 +155,22 @@ def stop_rows(rec, real=True, bounded=False):
     return out
 
 
+def issue_rows(rec, bounded, tols=(1e-3, 1e-6, 1e-9)):
+    """Per tol: [(stop, oracle, late, above)] per column that meets tol in the record."""
+    out = {}
+    for tol in tols:
+        stop, _ = simulate(rec, tol, True, bounded=bounded)
+        cells = []
+        for c in range(rec["k"]):
+            met = (rec["curve"][c] <= tol).nonzero()
+            if len(met):
+                oracle, s = int(met[0]) + 1, int(stop[c])
+                cells.append((s, oracle, s > math.ceil(1.05 * oracle),
+                              float(rec["curve"][c, s - 1]) > tol))
+        out[tol] = cells
+    return out
+
+
 def cases(kind):
     """The sweep's sets by name: tuned, unseen, networks, held<first seed>."""
     if kind.startswith("held") and kind[4:].isdigit():
@@ -166,7 +186,7 @@ def table(rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=("record", "show"))
+    p.add_argument("action", choices=("record", "show", "issue"))
     p.add_argument("sets", nargs="+")
     p.add_argument("--real", action="store_true", help="real runs' schedules, not replays")
     p.add_argument("--cases", action="store_true", help="a row per operator too")
@@ -185,6 +205,9 @@ def main():
             torch.save([(name, f, record(A, f, z_seed=z_seed, bound=known_bound(name, A)))
                         for name, A, f, z_seed in cases(kind)], path)
             print(f"{kind}: {path}")
+            continue
+        if args.action == "issue":
+            issue_table(kind, torch.load(path, weights_only=False), args.bounded)
             continue
         modes = (False, True) if args.bounded else (False,)
         small, large = {b: [] for b in modes}, {b: [] for b in modes}
@@ -207,6 +230,26 @@ def main():
         for bounded in modes:
             print(f"  oracle < 20 steps  {table(small[bounded])}\n"
                   f"  oracle >= 20 steps {table(large[bounded])}")
+
+
+def issue_table(kind, records, bounded):
+    """A row per operator: each tol's columns as stop/oracle (L: late, A: above tol), and the
+    set's count of late and above-tol columns per tol."""
+    print(f"{kind} ({'with the known bound' if bounded else 'the rule'}; real runs)")
+    totals = {}
+    for name, f, rec in records:
+        if bounded and rec.get("bound") is None:
+            continue
+        parts = []
+        for tol, cells in issue_rows(rec, bounded).items():
+            late, above, count = totals.get(tol, (0, 0, 0))
+            totals[tol] = (late + sum(c[2] for c in cells), above + sum(c[3] for c in cells),
+                           count + len(cells))
+            parts.append(f"{tol:g}: " + " ".join(
+                f"{s}/{o}{'L' if lt else ''}{'A' if ab else ''}" for s, o, lt, ab in cells))
+        print(f"  {name[:36]:36s} {f:8s} | " + " | ".join(parts))
+    print("  late / above tol / columns: " + ", ".join(
+        f"{tol:g} {lt} / {ab} / {n}" for tol, (lt, ab, n) in totals.items()))
 
 
 if __name__ == "__main__":

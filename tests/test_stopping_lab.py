@@ -47,3 +47,20 @@ def test_replays_are_the_sweeps():
     assert len(ours) > 30
     assert [(r, o) for _, r, o in ours] == [(r, o) for _, r, o in theirs]
     assert [e for e, _, _ in ours] == pytest.approx([e for e, _, _ in theirs], rel=1e-6)
+
+
+def test_the_issue_table_reads_the_simulated_stops():
+    """stopping_lab.py issue: each cell is the simulated real run's stop against the first
+    step whose iterate meets tol, flagged late after ceil(1.05 oracle) and above where the
+    stop's error exceeds tol (on this logspace spectrum with its bound: none above)."""
+    A, _ = spd_from_spectrum(SPECTRA["logspace"].double(), seed=4)
+    rec = lab.record(A, "inv_sqrt", k=2, m=200, z_seed=5, bound=1e-3 * (1 - 1e-3))
+    rows = lab.issue_rows(rec, bounded=True)
+    assert sorted(rows) == [1e-9, 1e-6, 1e-3]
+    for tol, cells in rows.items():
+        stop, _ = lab.simulate(rec, tol, True, bounded=True)
+        assert [s for s, _, _, _ in cells] == stop.tolist()
+        for c, (s, oracle, late, above) in enumerate(cells):
+            met = (rec["curve"][c] <= tol).nonzero()
+            assert oracle == int(met[0]) + 1 and s >= oracle
+            assert late == (s > -(-105 * oracle // 100)) and not above
