@@ -457,10 +457,11 @@ class Stopping:
             # right after a drop the node at mu is spent on the cluster just found and the
             # estimate misses a plateau that follows (module doc, "a drop"): no faster than
             # RADAU_DROP per step from the last check's
+            # (a check without an estimate, inf, holds nothing)
             i, last = self.radau_last
             self.radau_last = (j, radau)
-            radau = torch.where(torch.isfinite(radau),
-                                torch.maximum(radau, last / RADAU_DROP ** (j - i)), radau)
+            floor = torch.where(torch.isfinite(last), last / RADAU_DROP ** (j - i), 0.0)
+            radau = torch.where(torch.isfinite(radau), torch.maximum(radau, floor), radau)
         else:
             self.radau_last = (j, radau)
         predicted = inf
