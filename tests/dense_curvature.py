@@ -1,9 +1,9 @@
-"""Small models and dense float64 curvature references from torch.func (hessian, jacrev),
-shared by the curvature and Laplace tests. Every fast product is checked against these."""
+"""Small models and dense float64 curvature references from torch.func (jacrev), shared by
+the curvature and Laplace tests. Every fast product is checked against these."""
 
 import torch
 from torch import nn
-from torch.func import functional_call, hessian, jacrev
+from torch.func import functional_call, jacrev
 
 
 def mlp(inputs=5, classes=3):
@@ -41,10 +41,12 @@ def dense_curvatures(model, loss_fn, x, y, names=None, reduction="mean"):
     def total(F, ys):
         return loss_fn(F, ys) * scale(F.shape[0])
 
-    H = hessian(lambda v: total(outputs(v, x), y))(theta)
+    # Hessians reverse-over-reverse: torch has no forward-mode rule for some losses'
+    # backward (soft_margin_loss), which torch.func.hessian (forward-over-reverse) needs
+    H = jacrev(jacrev(lambda v: total(outputs(v, x), y)))(theta)
     F = outputs(theta, x)
     J = jacrev(lambda v: outputs(v, x).reshape(-1))(theta)
-    HL = hessian(lambda G: total(G.view_as(F), y))(F.reshape(-1))
+    HL = jacrev(jacrev(lambda G: total(G.view_as(F), y)))(F.reshape(-1))
     ggn = J.T @ HL @ J
     G = torch.stack([jacrev(lambda v, i=i: total(outputs(v, x[i:i + 1]), y[i:i + 1]))(theta)
                      for i in range(x.shape[0])])

@@ -243,25 +243,6 @@ def test_the_families_benchmark_oracle_is_the_fixed_m_runs():
         assert torch.allclose(curve[:, m - 1], relative_error(x, ref), rtol=1e-6), m
 
 
-def ggn_by_reverse_mode(net, loss, x, y):
-    """J^T H J of the summed loss, dense, with H by reverse-over-reverse (torch has no
-    forward-mode derivative of soft_margin_loss's backward, which dense_curvatures needs)."""
-    from torch.func import functional_call, jacrev
-    params = dict(net.named_parameters())
-    theta = torch.cat([p.detach().flatten() for p in params.values()])
-    sizes = [p.numel() for p in params.values()]
-
-    def outputs(v):
-        parts = dict(zip(params, (t.view_as(p) for t, p in
-                                  zip(torch.split(v, sizes), params.values()))))
-        return functional_call(net, parts, (x,))
-    F = outputs(theta)
-    scale = F.shape[0] if loss.reduction == "mean" else 1
-    J = jacrev(lambda v: outputs(v).reshape(-1))(theta)
-    H = jacrev(jacrev(lambda f: loss(f.view_as(F), y) * scale))(F.reshape(-1))
-    return J.T @ H @ J
-
-
 @pytest.mark.parametrize("loss", [torch.nn.HuberLoss(reduction="sum", delta=0.5),
                                   torch.nn.SmoothL1Loss(beta=0.5),
                                   torch.nn.L1Loss(reduction="sum"),
@@ -284,7 +265,7 @@ def test_robust_and_margin_losses_are_convex_in_the_outputs(loss):
     n = h.num_params
     G = h(torch.eye(n, dtype=torch.float64))
     G = (G + G.T) / 2
-    assert torch.allclose(G, ggn_by_reverse_mode(net, loss, x, y),
+    assert torch.allclose(G, dense_curvatures(net, loss, x, y, reduction=loss.reduction)[0],
                           atol=1e-10 * float(G.abs().max()))
     ev = torch.linalg.eigvalsh(G)
     assert float(ev[0]) >= -1e-12 * float(ev[-1].abs()) - 1e-300, float(ev[0])

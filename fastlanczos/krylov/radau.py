@@ -24,7 +24,10 @@ steps); as low as 0.96 over a stretch of slow decay (a Poisson MLP's GGN), 0.89 
 a prior's cluster with isolated eigenvalues and 0.86 while theta_min converges onto a small
 MLP GGN's null space (hence krylov/stopping.RADAU_MARGIN = 1.15); far from convergence
 (errors above ~3e-3, before a run reaches its asymptotic rate) as low as 0.58 (hence the
-margin rises to 2 there: stopping.with_margin); and ~100x on a spectrum whose isolated
+margin rises to 2 there: stopping.with_margin); 0.32-0.8 while theta_min converges onto a
+null space at the prior under a gapped tail, lowest one step after a tail cluster is found
+(hence stopping.RADAU_DROP; the rest is not covered: benchmarks/bench_null_space_spectra.py);
+and ~100x on a spectrum whose isolated
 smallest eigenvalue is already found (the node at mu then stands for mass the measure no
 longer has: "few outliers").
 """
